@@ -1,0 +1,44 @@
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017) as the 3D SSL line uses it (SSL4MIS / UA-MT):
+student on labeled + unlabeled samples, EMA teacher on the unlabeled samples with Gaussian input noise
+N(0, 0.1) clipped to +-0.2; loss = 0.5 (CE + Dice) on labeled + w(t) * MSE(softmax student, softmax
+teacher) on unlabeled, w(t) = 0.1 * sigmoid_rampup(t, ramp length)."""
+
+from __future__ import annotations
+
+import torch
+
+from versemi.losses import supervised_loss
+
+from . import Method, StepContext, sigmoid_rampup
+
+
+def noisy(x: torch.Tensor, generator: torch.Generator | None = None, std: float = 0.1, clip: float = 0.2):
+    noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device) * std
+    return x + noise.clamp(-clip, clip)
+
+
+def ramp_weight(ctx: StepContext, weight: float, rampup_fraction: float) -> float:
+    """``weight`` * sigmoid ramp-up reaching 1 after ``rampup_fraction`` of the stage."""
+    return weight * sigmoid_rampup(ctx.stage_step, rampup_fraction * ctx.stage_steps)
+
+
+class MeanTeacher(Method):
+    name = "mean_teacher"
+    uses_unlabeled = True
+    uses_teacher = True
+    default_options = {"consistency": 0.1, "rampup_fraction": 1.0, "sup_weight": 0.5}
+
+    def step(self, ctx: StepContext, lab: dict, unlab: dict):
+        o = self.options
+        b = lab["image"].shape[0]
+        x = torch.cat([lab["image"], unlab["image"]])
+        t = torch.cat([lab["task"], unlab["task"]])
+        logits = ctx.net(x, t)
+        sup = o["sup_weight"] * supervised_loss(logits[:b], lab["label"])
+        g = torch.Generator().manual_seed(int(ctx.rng.integers(2**62)))
+        with torch.no_grad():
+            p_t = torch.softmax(ctx.teacher(noisy(unlab["image"], g), unlab["task"]), 1)
+        cons = torch.mean((torch.softmax(logits[b:], 1) - p_t) ** 2)
+        w = ramp_weight(ctx, o["consistency"], o["rampup_fraction"])
+        return {"loss": sup + w * cons, "sup": sup.detach(), "cons": cons.detach(),
+                "cons_weight": torch.tensor(w)}

@@ -1,0 +1,62 @@
+"""Uncertainty-aware Mean Teacher (Yu et al., MICCAI 2019), after the released
+``train_LA_meanteacher_certainty_unlabel.py`` (see shared/research/peer-methods.md section 2):
+
+* student sees labeled + unlabeled samples; the teacher (EMA, kept in train mode so MC dropout is active;
+  the network needs ``dropout > 0``) sees the unlabeled samples with Gaussian noise N(0, 0.1) clipped to
+  +-0.2, ``T`` = 8 times; uncertainty = predictive entropy of the mean softmax;
+* consistency = voxel-wise MSE between student and teacher softmaxes (both channels) kept only where the
+  uncertainty is below (0.75 + 0.25 ramp(t)) ln 2, summed and divided by 2 x (number of kept voxels);
+* loss = 0.5 (CE + Dice) on labeled + 0.1 ramp(t) x consistency.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from versemi.losses import supervised_loss
+
+from . import Method, StepContext, sigmoid_rampup
+from .mean_teacher import noisy, ramp_weight
+
+
+class UAMT(Method):
+    name = "uamt"
+    uses_unlabeled = True
+    uses_teacher = True
+    default_options = {"consistency": 0.1, "rampup_fraction": 1.0, "sup_weight": 0.5, "mc_passes": 8}
+
+    def step(self, ctx: StepContext, lab: dict, unlab: dict):
+        o = self.options
+        b = lab["image"].shape[0]
+        x = torch.cat([lab["image"], unlab["image"]])
+        t = torch.cat([lab["task"], unlab["task"]])
+        logits = ctx.net(x, t)
+        sup = o["sup_weight"] * supervised_loss(logits[:b], lab["label"])
+
+        g = torch.Generator().manual_seed(int(ctx.rng.integers(2**62)))
+        xu, tu = unlab["image"], unlab["task"]
+        was_training = ctx.teacher.training
+        ctx.teacher.train()  # MC dropout on, as the released code
+        with torch.no_grad():
+            p_t = torch.softmax(ctx.teacher(noisy(xu, g), tu), 1)
+            # T stochastic passes, two copies of the unlabeled batch per forward as the released code
+            reps = max(1, o["mc_passes"] // 2)
+            acc = torch.zeros_like(p_t)
+            for _ in range(reps):
+                xx = torch.cat([noisy(xu, g), noisy(xu, g)])
+                pp = torch.softmax(ctx.teacher(xx, torch.cat([tu, tu])), 1)
+                acc += pp[: xu.shape[0]] + pp[xu.shape[0]:]
+            p_mean = acc / (2 * reps)
+            uncertainty = -(p_mean * torch.log(p_mean + 1e-6)).sum(1, keepdim=True)
+        ctx.teacher.train(was_training)
+
+        ramp = sigmoid_rampup(ctx.stage_step, o["rampup_fraction"] * ctx.stage_steps)
+        threshold = (0.75 + 0.25 * ramp) * math.log(2)
+        mask = (uncertainty < threshold).float()
+        dist = (torch.softmax(logits[b:], 1) - p_t) ** 2
+        cons = (mask * dist).sum() / (2 * mask.sum() + 1e-16)
+        w = ramp_weight(ctx, o["consistency"], o["rampup_fraction"])
+        return {"loss": sup + w * cons, "sup": sup.detach(), "cons": cons.detach(),
+                "certain_fraction": mask.mean().detach(), "cons_weight": torch.tensor(w)}
