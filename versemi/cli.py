@@ -39,7 +39,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_prepare)
 
+    p = sub.add_parser("train", help="train one run (cached by config hash; resumes an interrupted run)")
+    p.add_argument("--method", default="versemi", help="sup_only | mean_teacher | uamt | bcp | versemi")
+    p.add_argument("--profile", default="demo", help="smoke | demo | la-real | paper")
+    p.add_argument("--datasets", default="all", help="comma-separated subset of pancreas,la,spleen,lung, or all")
+    p.add_argument("--ratio", type=int, default=10, help="%% of training cases labeled: 10, 20 or 100")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (YAML value), e.g. --set steps=500 --set options.laux=false")
+    p.add_argument("--config", help="a config YAML written by a previous run (overrides the flags above)")
+    p.add_argument("--data", help="prepared data folder (default: results/data/<profile>/prepared)")
+    p.add_argument("--runs", default="results/runs", help="run cache root (default: results/runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
+    _add_common(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run on a split (per-case CSV + summary)")
+    p.add_argument("run_dir", help="a run folder (results/runs/<method>-<hash>)")
+    p.add_argument("--data", required=True, help="prepared data folder")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--protocol", default=None, choices=["paper", "fast"], help="default: the run's protocol")
+    p.add_argument("--lcc", action="store_true", help="keep the largest connected component (off in VerSemi)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_evaluate)
+
     return parser
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["steps=5", "options.laux=false"] -> {"steps": 5, "options": {"laux": False}} (values as YAML)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise VersemiError(f"expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            val = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise VersemiError(f"cannot parse the value of {key}: {e}") from None
+        target = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = val
+    return out
+
+
+def default_data_dir(profile: str) -> str:
+    return f"results/data/{profile}/prepared"
 
 
 def _cmd_phantoms(args) -> int:
@@ -55,6 +104,33 @@ def _cmd_prepare(args) -> int:
 
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     prepare(datasets, args.src, args.out, profile=args.profile, verify=args.verify, seed=args.seed)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from versemi.experiments import RunConfig, get_or_train, make_config
+
+    if args.config:
+        cfg = RunConfig.from_yaml(args.config)
+    else:
+        datasets = DATASETS if args.datasets == "all" else tuple(d.strip() for d in args.datasets.split(","))
+        overrides = parse_overrides(args.overrides)
+        cfg = make_config(args.method, args.profile, datasets=datasets, ratio=args.ratio, seed=args.seed,
+                          **overrides)
+    data = args.data or default_data_dir(cfg.profile)
+    run_dir = get_or_train(cfg, data, args.runs, device=args.device, evaluate=not args.no_eval)
+    print(run_dir)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from versemi.train import evaluate_run
+
+    summary = evaluate_run(args.run_dir, args.data, split=args.split, device=args.device, lcc=args.lcc,
+                           protocol=args.protocol)
+    print(json.dumps(summary, indent=1, default=float))
     return 0
 
 

@@ -162,7 +162,7 @@ def validate(net: VerSemiNet, cases: list[dict], cfg: RunConfig, device) -> dict
     per: dict[str, list[float]] = {}
     for c in cases:
         pred, _ = sliding_window_predict(net, c["image"], int(c["task"]), patch_size=cfg.eval_patch,
-                                         stride=cfg.val_stride, device=device)
+                                         stride=cfg.val_stride, batch_size=4)
         per.setdefault(c.get("dataset", str(c["task"])), []).append(case_metrics(pred, c["label"])["dice"])
     return {k: float(np.mean(v)) for k, v in per.items()}
 
@@ -371,7 +371,7 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
         suffix = "" if protocol in (None, cfg.eval_protocol) else f"_{protocol}"
         df = evaluate_cases(net, tuples, int(task), run_dir / "eval" / f"{split}_{ds}{suffix}.csv",
                             patch_size=cfg.eval_patch, stride=cfg.eval_stride,
-                            protocol=protocol or cfg.eval_protocol, lcc=lcc, device=device, progress=progress)
+                            protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress)
         out[ds] = summarize(df)
     return out
 

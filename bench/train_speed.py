@@ -1,0 +1,179 @@
+"""Training-step time of VerSemi (stage 1 and stage 2): this package vs the authors' call pattern.
+
+The authors' released training runs the whole network once per prompt: stage 1 calls it 4 times per
+step (x; x_mix with prompt 5, task_b, task_a), stage 2 7 times. This package runs the backbone once
+per distinct input and only the prompted head per prompt (2 and 3 backbone passes). The reference side
+uses the authors' own network class when ``--authors-repo`` points at a checkout (or bare git mirror)
+of maxwell0027/VerSemi (read at run time, never copied into this repository); without it, it uses this
+package's network called the authors' way (same arithmetic, same parameter count).
+
+    python -m bench.train_speed --out results/bench [--quick] [--authors-repo PATH]
+
+Writes ``<out>/train_speed.csv`` with seconds per step, the ratio and machine info.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from versemi.losses import dice_loss, foreground_prob, supervised_loss
+from versemi.methods import StepContext, get_method
+from versemi.mixing import box_mask, laux_targets, mix
+from versemi.model import VerSemiNet
+from versemi.train import machine_info
+from versemi.utils import atomic_path
+
+
+def load_authors_vnet(repo: str):
+    """The authors' VNet class from a checkout or a bare mirror of their repository."""
+    repo_p = Path(repo)
+    src = repo_p / "vnet_odod_mix.py"
+    if not src.is_file():
+        code = subprocess.check_output(["git", "-C", str(repo_p), "show", "HEAD:vnet_odod_mix.py"], text=True)
+        src = Path(tempfile.mkdtemp()) / "vnet_odod_mix.py"
+        src.write_text(code)
+    spec = importlib.util.spec_from_file_location("authors_vnet", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.VNet
+
+
+class AuthorsCall(torch.nn.Module):
+    """Wrap a network so that ``net(x, t)`` returns the segmentation logits (the authors' returns a pair)."""
+
+    def __init__(self, net, authors: bool):
+        super().__init__()
+        self.net, self.authors = net, authors
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(x.shape[0])
+        out = self.net(x, t.float() if self.authors else t)
+        return out[0] if self.authors else out
+
+
+def authors_stage1_step(net, x, y, t, rng, ratio=2 / 3):
+    """The released pretrain step: one full forward per prompt (4 per step)."""
+    h = x.shape[0] // 2
+    out = net(x, t)
+    m = box_mask(h, tuple(x.shape[2:]), ratio, rng)
+    x_mix, y_mix = mix(x[:h], x[h:], m), mix(y[:h].float(), y[h:].float(), m)
+    o5 = net(x_mix, 5)
+    ob = net(x_mix, t[h:])
+    oa = net(x_mix, t[:h])
+    ta, tb = laux_targets(y[:h].float(), y[h:].float(), m, t[:h], t[h:])
+    return (supervised_loss(out, y) + dice_loss(foreground_prob(o5), y_mix)
+            + 0.5 * (dice_loss(foreground_prob(ob), tb) + dice_loss(foreground_prob(oa), ta)))
+
+
+def authors_stage2_step(net, x, y, t, xu, rng):
+    """The released stage-2 step: 7 full forwards (x; sup mix prompt 5; unlabeled mix prompts 5, 1..4)."""
+    h = x.shape[0] // 2
+    out = net(x, t)
+    m = box_mask(h, tuple(x.shape[2:]), float(rng.uniform(0.3, 0.6)), rng)
+    o_sup5 = net(mix(x[:h], x[h:], m), 5)
+    mu = box_mask(x.shape[0], tuple(x.shape[2:]), float(rng.uniform(0.3, 0.6)), rng)
+    xm = mix(xu, x, mu)
+    p5 = foreground_prob(net(xm, 5))
+    agg = torch.stack([foreground_prob(net(xm, k)) for k in (1, 2, 3, 4)]).amax(0)
+    return (supervised_loss(out, y) + dice_loss(foreground_prob(o_sup5), mix(y[:h].float(), y[h:].float(), m))
+            + dice_loss(p5, agg) + dice_loss(p5 * (1 - mu), y.float() * (1 - mu)))
+
+
+def time_it(fn, reps: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, device) -> list[dict]:
+    torch.manual_seed(0)
+    ours = VerSemiNet(n_filters=f).to(device).train()
+    if authors_repo and f == 16:
+        ref = AuthorsCall(load_authors_vnet(authors_repo)(n_classes=2, n_branches=1), authors=True).to(device)
+        ref_name = "authors' VNet, released call pattern"
+    else:
+        ref = AuthorsCall(VerSemiNet(n_filters=f), authors=False).to(device)
+        ref_name = "this VerSemiNet, released call pattern"
+    ref.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
+    y = (torch.rand(batch, patch, patch, patch, generator=g) > 0.8).long().to(device)
+    xu = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
+    t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4)).to(device)
+    lab, unlab = {"image": x, "label": y, "task": t}, {"image": xu, "label": y, "task": t}
+    method = get_method("versemi")
+    opt_o = torch.optim.Adam(ours.parameters(), 1e-3, betas=(0.5, 0.999))
+    opt_r = torch.optim.Adam(ref.parameters(), 1e-3, betas=(0.5, 0.999))
+
+    def run_ours(stage):
+        def fn():
+            ctx = StepContext(net=ours, teacher=None, stage=stage, step=0, stage_step=0, stage_steps=10,
+                              rng=np.random.default_rng(0), options=method.options)
+            loss = method.step(ctx, lab, unlab)["loss"]
+            opt_o.zero_grad()
+            loss.backward()
+            opt_o.step()
+        return fn
+
+    def run_ref(stage):
+        def fn():
+            rng = np.random.default_rng(0)
+            loss = authors_stage1_step(ref, x, y, t, rng) if stage == "stage1" else authors_stage2_step(ref, x, y, t, xu, rng)
+            opt_r.zero_grad()
+            loss.backward()
+            opt_r.step()
+        return fn
+
+    rows = []
+    for stage in ("stage1", "stage2"):
+        s_ref = time_it(run_ref(stage), reps)
+        s_ours = time_it(run_ours(stage), reps)
+        rows.append({"what": f"VerSemi {stage} step", "config": f"f={f} patch={patch}^3 batch={batch}+{batch}",
+                     "reference": ref_name, "reference_s": s_ref, "ours_s": s_ours, "speedup": s_ref / s_ours})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--quick", action="store_true", help="demo config only, fewer repetitions")
+    ap.add_argument("--authors-repo", default=None)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    configs = [(8, 32, 4)] if args.quick else [(8, 32, 4), (16, 64, 4), (16, 96, 8)]
+    rows = []
+    for f, p, b in configs:
+        reps = args.reps if p <= 64 else 1
+        rows += bench(f, p, b, reps, args.authors_repo, device)
+    df = pd.DataFrame(rows)
+    for k, v in machine_info().items():
+        df[k] = v
+    out = Path(args.out) / "train_speed.csv"
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    print(df[["what", "config", "reference_s", "ours_s", "speedup"]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
