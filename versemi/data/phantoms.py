@@ -488,8 +488,7 @@ def generate(out, profile: str = "demo", seed: int = 2333,
     rewrites identical bytes.  Each dataset is built in a staging folder and swapped in, so a
     dataset folder is never seen half-written; folders of a dataset that ``out/PHANTOMS.json``
     does not list as phantoms are never overwritten (a user error is raised instead)."""
-    p = _profile(profile)
-    del p
+    _profile(profile)  # validates the name
     if isinstance(datasets, str):
         datasets = (datasets,)
     datasets = [_dataset(d) for d in datasets]
