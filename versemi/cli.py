@@ -63,7 +63,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("book", help="execute every notebook with papermill, then build the Jupyter Book")
+    p.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="notebook parameter (YAML value), repeatable")
+    p.add_argument("--only", action="append", default=None, metavar="NAME",
+                   help="execute only this registered notebook (repeatable)")
+    p.add_argument("--no-build", action="store_true", help="execute the notebooks, do not build the book")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per notebook cell (default: none)")
+    p.add_argument("--kernel", default="python3")
+    p.set_defaults(func=_cmd_book)
+
+    p = sub.add_parser("run", help="re-execute a notebook group with other parameters (papermill)")
+    p.add_argument("group", help="all, data, train, sota, ablations, tsne, failures, explorer, la")
+    p.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--into-book", action="store_true",
+                   help="write into book/executed instead of results/executed/<group>-<hash>/")
+    p.add_argument("--out", default=None, help="output folder (default: results/executed/<group>-<hash>/)")
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--kernel", default="python3")
+    p.set_defaults(func=_cmd_run)
+
     return parser
+
+
+def _cmd_book(args) -> int:
+    from versemi.book import cli_book
+
+    return cli_book(args)
+
+
+def _cmd_run(args) -> int:
+    from versemi.book import cli_run
+
+    return cli_run(args)
 
 
 def parse_overrides(items: list[str]) -> dict:

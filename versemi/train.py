@@ -122,10 +122,13 @@ def split_cases(cfg: RunConfig, prepared_dir, split: str) -> list[dict]:
     from versemi.data.loaders import load_split_cases
 
     ratio = 10 if cfg.ratio == 100 else cfg.ratio
+    if split == "unlabeled":
+        split = "unlabeled_train"  # the validation cases never enter training
     if cfg.ratio == 100 and split == "labeled":
         return (load_split_cases(prepared_dir, cfg.datasets, ratio, "labeled")
-                + load_split_cases(prepared_dir, cfg.datasets, ratio, "unlabeled"))
-    if cfg.ratio == 100 and split == "unlabeled":
+                + [c for c in load_split_cases(prepared_dir, cfg.datasets, ratio, "unlabeled_train")
+                   if c.get("label") is not None])
+    if cfg.ratio == 100 and split == "unlabeled_train":
         return []
     return load_split_cases(prepared_dir, cfg.datasets, ratio, split)
 
@@ -198,8 +201,10 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
     lab_cases = split_cases(cfg, prepared_dir, "labeled")
     if len(lab_cases) < 1:
         raise VersemiError(f"{prepared_dir}: no labeled cases for {cfg.datasets} at {cfg.ratio}%")
-    lab_sampler = PatchSampler(lab_cases, cfg.patch, cfg.batch_size, seed=cfg.seed, crop="random",
-                               pos_fraction=cfg.pos_fraction, stream=10 + rank, labeled=True)
+    lab_sampler = PatchSampler(lab_cases, cfg.patch, cfg.batch_size, seed=cfg.seed,
+                               crop="random" if cfg.pos_fraction is None else "posneg",
+                               pos_fraction=0.5 if cfg.pos_fraction is None else cfg.pos_fraction,
+                               stream=10 + rank, labeled=True)
     unlab_sampler = None
     if method.uses_unlabeled:
         unlab_cases = split_cases(cfg, prepared_dir, "unlabeled")
