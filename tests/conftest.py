@@ -23,3 +23,14 @@ def la_real_dir() -> Path:
     if not (LA_REAL / "train.list").is_file():
         pytest.skip("../shared/data/LA is not present")
     return LA_REAL
+
+
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory) -> Path:
+    """A session-wide results root with the smoke phantoms prepared under ``<root>/data/smoke/prepared``
+    (shared by the notebook tests, so their runs land in one run cache ``<root>/runs``)."""
+    from versemi.experiments import ensure_data
+
+    root = tmp_path_factory.mktemp("smoke_results")
+    ensure_data(root / "data", "smoke", seed=2333)
+    return root

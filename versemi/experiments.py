@@ -246,3 +246,108 @@ def get_or_train(cfg: RunConfig, prepared_dir: str | Path, runs_root: str | Path
     train(cfg, prepared_dir, run_dir, device=device, progress=progress)
     finish_run(run_dir, prepared_dir, device=device, evaluate=evaluate, progress=progress)
     return run_dir
+
+
+# ---------------------------------------------------------------------------- data for a profile
+def ensure_data(data_dir: str | Path = "results/data", profile: str = "demo", seed: int = 2333) -> Path:
+    """The prepared-data folder of ``profile`` under ``data_dir`` (``<data_dir>/<profile>/prepared``).
+
+    For the phantom profiles (smoke, demo) the phantoms are generated and prepared when missing; for
+    real-data profiles (paper, la-real) the folder must have been prepared with ``versemi prepare``.
+    """
+    root = Path(data_dir) / profile
+    prepared = root / "prepared"
+    if (prepared / "manifest.json").is_file():
+        return prepared
+    if profile not in ("smoke", "demo"):
+        raise VersemiError(f"{prepared}: no prepared data for profile {profile!r}; run `versemi prepare "
+                           f"--src <your raw data> --out {prepared} --profile {profile}` first")
+    from versemi.data.phantoms import generate
+    from versemi.data.prepare import prepare
+
+    generate(root / "raw", profile=profile, seed=seed)
+    prepare(ALL_DATASETS, root / "raw", prepared, profile=profile, seed=seed)
+    return prepared
+
+
+# ---------------------------------------------------------------------------- experiment groups
+# The runs behind the book's tables. Notebooks ask for a group; the run cache trains what is missing,
+# so the SOTA, ablation, t-SNE and failure-case notebooks share runs.
+TASK_SPECIFIC_METHODS = {"paper": ("sup_only", "mean_teacher", "uamt", "bcp")}
+UNI_METHODS = ("sup_only", "mean_teacher", "uamt", "bcp")
+
+
+def sota_configs(profile: str = "demo", ratio: int = 10, seed: int = 2333, **overrides) -> dict[str, RunConfig]:
+    """label -> config for the SOTA comparison: task-specific baselines per dataset, their Uni- variants
+    on all four datasets with the prompted network, VerSemi, and the fully supervised upper bound."""
+    out: dict[str, RunConfig] = {}
+    task_methods = TASK_SPECIFIC_METHODS.get(profile, ("sup_only", "uamt", "bcp"))
+    for m in task_methods:
+        for d in ALL_DATASETS:
+            c = make_config(m, profile, datasets=(d,), ratio=ratio, seed=seed, **overrides)
+            out[c.label()] = c
+    for m in UNI_METHODS:
+        c = make_config(m, profile, ratio=ratio, seed=seed, **overrides)
+        out[c.label()] = c
+    c = make_config("versemi", profile, ratio=ratio, seed=seed, **overrides)
+    out[c.label()] = c
+    for d in ALL_DATASETS:
+        c = make_config("sup_only", profile, datasets=(d,), ratio=100, seed=seed, **overrides)
+        out[c.label()] = c
+    return out
+
+
+ABLATIONS: dict[str, dict] = {
+    "VerSemi (full)": {},
+    "w/o L_aux": {"options": {"laux": False}},
+    "w/o synthetic Task#5": {"options": {"syn": False}},
+    "w/o unlabeled consistency": {"options": {"consistency": False}},
+    "multi-head (no controller)": {"head": "multi"},
+    "no prompt (single head)": {"head": "none"},
+}
+
+
+def ablation_configs(profile: str = "demo", ratio: int = 10, seed: int = 2333, **overrides) -> dict[str, RunConfig]:
+    """label -> config for the ablations of VerSemi (each switch off one at a time)."""
+    out = {}
+    for label, change in ABLATIONS.items():
+        kw = {**overrides, **change}
+        if "options" in change and "options" in overrides:
+            kw["options"] = {**overrides["options"], **change["options"]}
+        out[label] = make_config("versemi", profile, ratio=ratio, seed=seed, **kw)
+    return out
+
+
+def run_group(configs: dict[str, RunConfig], prepared_dir, runs_root="results/runs", device=None,
+              progress: bool = True) -> dict[str, Path]:
+    """Train/evaluate every config that the cache lacks; label -> complete run folder."""
+    return {label: get_or_train(cfg, prepared_dir, runs_root, device=device, progress=progress)
+            for label, cfg in configs.items()}
+
+
+def collect_case_metrics(runs: dict[str, Path], split: str = "test") -> "pd.DataFrame":
+    """Long table of per-case metrics of several runs: method label, dataset, case, metrics, flags."""
+    import pandas as pd
+
+    frames = []
+    for label, run_dir in runs.items():
+        for csv in sorted(Path(run_dir).glob(f"eval/{split}_*.csv")):
+            ds = csv.stem[len(split) + 1:]
+            if ds not in DATASETS:
+                continue  # another protocol's file, e.g. test_la_fast.csv
+            df = pd.read_csv(csv)
+            df.insert(0, "dataset", ds)
+            df.insert(0, "method", label)
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_seconds(runs: dict[str, Path]) -> "pd.DataFrame":
+    """Training wall time per run (from DONE.json)."""
+    import pandas as pd
+
+    rows = []
+    for label, run_dir in runs.items():
+        done = json.loads((Path(run_dir) / "DONE.json").read_text())
+        rows.append({"method": label, "train_seconds": done.get("train_seconds"), "run": Path(run_dir).name})
+    return pd.DataFrame(rows)
