@@ -217,6 +217,9 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
 
     stages = method.stages(cfg.steps)
     total = sum(n for _, n in stages)
+    from versemi.data.registry import DATASETS
+
+    run_tasks = tuple(sorted(DATASETS[d].task_id for d in cfg.datasets))
     rows: list[dict] = []
     val_rows: list[dict] = []
     best = {"score": -1.0, "step": -1}
@@ -253,7 +256,8 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
         lab = _to_device(lab_sampler.batch(step), dev)
         unlab = _to_device(unlab_sampler.batch(step), dev) if unlab_sampler is not None else None
         ctx = StepContext(net=net, teacher=teacher, stage=stage, step=step, stage_step=stage_step,
-                          stage_steps=stage_steps, rng=rng, options=method.options, num_tasks=NUM_TASKS)
+                          stage_steps=stage_steps, rng=rng, options=method.options, num_tasks=NUM_TASKS,
+                          tasks=run_tasks)
         t0 = time.perf_counter()
         amp_ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
         with amp_ctx:

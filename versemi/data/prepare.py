@@ -75,7 +75,8 @@ PROFILES = {
     "smoke": {"spacing": "median", "min_size": 32, "margin_mm": 25.0},
     "demo": {"spacing": "median", "min_size": 32, "margin_mm": 25.0},
     "paper": {"spacing": (1.0, 1.0, 1.0), "min_size": 96, "margin_mm": 25.0},
-    "la-real": {"spacing": (1.0, 1.0, 1.0), "min_size": 96, "margin_mm": 25.0},
+    # the real-LA CPU profile: LA volumes resampled by x0.5 (0.625 -> 1.25 mm), minimum size 48
+    "la-real": {"spacing": (1.0, 1.0, 1.0), "min_size": 48, "margin_mm": 25.0, "la_zoom": 0.5},
 }
 
 
@@ -94,8 +95,12 @@ def dataset_params(dataset: str, profile: str, target_spacing) -> dict:
                   "margin_mm": prof["margin_mm"], "crop": "label bbox +- margin (body HU > -500 if unlabeled)",
                   "resample": "scipy.ndimage.zoom order 1 image / 0 label"})
     else:
-        p.update({"intensity": "zscore (whole volume)", "target_spacing": None, "resample": "none",
+        zoom = prof.get("la_zoom")
+        p.update({"intensity": "zscore (whole volume)", "target_spacing": None,
+                  "resample": (f"scipy.ndimage.zoom x{zoom} (order 1 image / 0 label)" if zoom else "none"),
                   "crop": f"x/y label bbox +- {LA_XY_MARGIN} voxels (NRRD); UA-MT h5 kept as released"})
+        if zoom:
+            p["la_zoom"] = float(zoom)
     return p
 
 
@@ -173,7 +178,13 @@ def preprocess_case(case: RawCase, params: dict) -> tuple[np.ndarray, np.ndarray
             info["kept_as_is"] = True
             info["note"] = ("UA-MT release: already z-scored (before its crop); kept as released"
                             if case.dataset == "la" else "authors' preprocessed file: kept as is")
-        return image.astype(np.float32), label, hidden, tuple(case.spacing), info
+        spacing = tuple(case.spacing)
+        if case.dataset == "la" and params.get("la_zoom"):
+            z = params["la_zoom"]
+            image, label, hidden = _zoom(image, (z,) * 3, 1), _zoom(label, (z,) * 3, 0), _zoom(hidden, (z,) * 3, 0)
+            spacing = tuple(s * a / b for s, a, b in zip(spacing, case.image.shape, image.shape))
+            info["note"] += f"; resampled x{z} for the CPU profile"
+        return image.astype(np.float32), label, hidden, spacing, info
     if params["modality"] == "MRI":  # challenge NRRD
         image = _zscore(image)
         if label is not None:

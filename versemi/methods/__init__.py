@@ -44,10 +44,15 @@ class StepContext:
     rng: np.random.Generator   # pure function of (seed, step): masks, mixing ratios
     options: dict = field(default_factory=dict)
     num_tasks: int = 4
+    tasks: tuple[int, ...] | None = None   # the run's task prompts (default 1..num_tasks)
 
     @property
     def synthetic_task(self) -> int:
         return self.num_tasks + 1
+
+    @property
+    def task_prompts(self) -> tuple[int, ...]:
+        return tuple(self.tasks) if self.tasks else tuple(range(1, self.num_tasks + 1))
 
 
 class Method:

@@ -13,7 +13,8 @@ Stage ``stage2`` (adds the unlabeled data, as the paper states): with ratios r ~
 
     L_sup as above;  L_syn on a labeled-labeled mix (ratio r)
     x_u,mix = x_u M_u + x_l (1 - M_u)
-    P_agg   = max_k softmax_fg(F(x_u,mix, prompt k)), k = 1..T   (a target: detached)
+    P_agg   = max_k softmax_fg(F(x_u,mix, prompt k)), k over the run's tasks (1..T in the paper)
+              (a target: detached)
     L_unsup = Dice(F(x_u,mix, prompt T+1), P_agg)
     L_lab   = Dice(F(x_u,mix, prompt T+1) (1 - M_u), y_l (1 - M_u))   (the labeled cube)
     loss    = L_sup + L_syn + L_unsup + L_lab
@@ -108,7 +109,7 @@ class VerSemi(Method):
         mu = box_mask(n, tuple(x.shape[2:]), float(ctx.rng.uniform(lo, hi)), ctx.rng, device=x.device)
         feats = net.backbone(mix(xu[:n], x[:n], mu))
         p_syn = foreground_prob(net.head(feats, ctx.synthetic_task))
-        prompts = range(1, ctx.num_tasks + 1)
+        prompts = ctx.task_prompts  # the run's tasks (all four in the paper's setting)
         if o["authors_stage2"]:
             p_agg = aggregate_prompts([foreground_prob(net.head(feats, k)) for k in prompts], detach=False)
         else:
