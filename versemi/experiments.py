@@ -25,11 +25,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from versemi.data.registry import DATASETS
 from versemi.utils import VersemiError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ALL_DATASETS = ("pancreas", "la", "spleen", "lung")
 
