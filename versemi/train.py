@@ -324,8 +324,12 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
 
 
 def _write_logs(run_dir: Path, rows: list[dict], val_rows: list[dict]) -> None:
+    """metrics.csv (deterministic: loss terms, lr), timing.csv (step times), val.csv."""
+    df = pd.DataFrame(rows)
     with atomic_path(run_dir / "metrics.csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+        df.drop(columns=["seconds"], errors="ignore").to_csv(tmp, index=False)
+    with atomic_path(run_dir / "timing.csv") as tmp:
+        df[["step", "stage", "seconds"]].to_csv(tmp, index=False)
     with atomic_path(run_dir / "val.csv") as tmp:
         pd.DataFrame(val_rows, columns=["step", "dataset", "dice", "model"]).to_csv(tmp, index=False)
 
