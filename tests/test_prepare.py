@@ -273,7 +273,7 @@ def test_real_la_cases_through_prepare(la_real_dir, tmp_path):
     for cid in chosen:  # links, not copies
         (src / cid).symlink_to(la_real_dir / "2018LA_Seg_Training Set" / cid, target_is_directory=True)
     out = tmp_path / "out"
-    P.prepare(["la"], tmp_path / "src", out, profile="la-real")
+    P.prepare(["la"], tmp_path / "src", out, profile="paper")
     entry = P.load_manifest(out)["datasets"]["la"]
     for c in entry["cases"]:
         assert c["shape"][2] == 88 and c["shape"][0] > 100 and c["shape"][1] > 100
@@ -293,3 +293,19 @@ def test_real_la_cases_through_prepare(la_real_dir, tmp_path):
     png = tmp_path / "la_mid.png"
     plot_mid_slices(load_split_cases(out, ["la"], 10, "labeled"), png)
     assert png.stat().st_size > 10_000
+
+
+def test_real_la_half_resolution_profile(la_real_dir, tmp_path):
+    """The la-real CPU profile resamples the released volumes by x0.5 (labels nearest)."""
+    cid = (la_real_dir / "test.list").read_text().split()[0]
+    src = tmp_path / "src" / "LA" / "2018LA_Seg_Training Set"
+    src.mkdir(parents=True)
+    (src / cid).symlink_to(la_real_dir / "2018LA_Seg_Training Set" / cid, target_is_directory=True)
+    P.prepare(["la"], tmp_path / "src", tmp_path / "out", profile="la-real")
+    case = P.load_manifest(tmp_path / "out")["datasets"]["la"]["cases"][0]
+    with h5py.File(la_real_dir / "2018LA_Seg_Training Set" / cid / "mri_norm2.h5") as f:
+        full_shape, full_lab = f["image"].shape, f["label"][()]
+    assert case["shape"] == [round(s / 2) for s in full_shape]
+    assert case["spacing"][2] == pytest.approx(1.25)
+    assert case["label_fraction"] == pytest.approx(float((full_lab == 1).mean()), rel=0.1)
+

@@ -67,6 +67,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook("05_tsne", "notebooks/05_tsne.ipynb", ("tsne",)),
     Notebook("06_failures", "notebooks/06_failures.ipynb", ("failures",)),
     Notebook("07_explorer", "notebooks/07_explorer.ipynb", ("explorer",)),
+    Notebook("08_la_real", "notebooks/08_la_real.ipynb", ("la",)),
 )
 
 

@@ -69,7 +69,8 @@ TARGET = {"pancreas": "pancreas", "spleen": "spleen", "lung": "tumour", "la": "l
 class Profile:
     """Case counts and raw volume sizes of one phantom profile.
 
-    ``n_train`` / ``n_test``: how many of the authors' train / test names (None: all of them);
+    ``n_train`` / ``n_test``: how many of the authors' train / test names (None: all of them; a number
+    takes half labeled, half unlabeled training names);
     ``n_extra``: unlabeled imagesTs cases of the MSD sets; CT: in-plane matrix, slice count,
     field of view (mm) and slice spacing (mm) ranges; LA: the uncropped matrix, spacings,
     random crop margin (voxels per side) and minimum cropped width (voxels)."""
@@ -90,7 +91,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile(4, 2, 1, (40, 44), (28, 32), (300.0, 340.0), (6.0, 8.0),
+    "smoke": Profile(5, 2, 1, (40, 44), (28, 32), (300.0, 340.0), (6.0, 8.0),
                      (52, 56), (22, 24), (3.4, 3.8), (4.0, 4.5), (4, 7), 28),
     "demo": Profile(None, None, 2, (64, 80), (44, 64), (320.0, 400.0), (3.5, 5.0),
                     (88, 100), (40, 48), (1.9, 2.3), (2.0, 2.6), (8, 14), 48),
@@ -138,7 +139,10 @@ def _split_names(dataset: str, profile: str) -> tuple[list[str], list[str], list
     train = list(split["labeled_20"]) + list(split["unlabeled_20"])
     test = list(split["test"])
     if p.n_train is not None:
-        train = train[: p.n_train]
+        # a small profile keeps both kinds of training case: half labeled (first of the authors' labeled
+        # list) and half unlabeled (first of their unlabeled list at 20%, which is unlabeled at 10% too)
+        n_lab = p.n_train // 2
+        train = list(split["labeled_10"])[:n_lab] + list(split["unlabeled_20"])[: p.n_train - n_lab]
     if p.n_test is not None:
         test = test[: p.n_test]
     return train, test, _extra_names(dataset, p.n_extra)
