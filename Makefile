@@ -45,7 +45,7 @@ results: $(STAMP)
 	$(VENV)/bin/versemi book --profile $(PROFILE) --no-build
 
 bench: $(STAMP)
-	$(PY) -m bench.run --out results/bench
+	$(PY) -m bench.run --out results/bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check versemi tests

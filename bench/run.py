@@ -1,0 +1,31 @@
+"""``make bench``: every benchmark, results in ``results/bench/*.csv`` with machine info.
+
+    python -m bench.run --out results/bench [--quick] [--authors-repo PATH]
+
+``--authors-repo`` points at a checkout (or bare mirror) of maxwell0027/VerSemi; it is read at run
+time for the side-by-side timing and never copied into this repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import eval_speed, train_speed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--authors-repo", default=None)
+    args = ap.parse_args(argv)
+    extra = ["--quick"] if args.quick else []
+    rc = train_speed.main(["--out", args.out, *extra]
+                          + (["--authors-repo", args.authors_repo] if args.authors_repo else []))
+    rc |= eval_speed.main(["--out", args.out, *extra]) or 0
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
