@@ -127,6 +127,16 @@ def test_gradients_reach_controller_and_head_sharing_is_exact():
     torch.testing.assert_close(a.GAP[0].running_var, b.GAP[0].running_var)
 
 
+def test_eval_mode_heads_share_the_preclassifier():
+    net = _tiny().eval()
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        many = net.forward_prompts(x, [[1, 1], [3, 4], [5, 5]])
+        single = [net(x, p) for p in ([1, 1], [3, 4], [5, 5])]
+    for a, b in zip(many, single):
+        torch.testing.assert_close(a, b)
+
+
 def test_return_features_shapes():
     net = _tiny().eval()
     logits, feats = net(torch.randn(2, 1, 32, 32, 32), [1, 2], return_features=True)

@@ -152,9 +152,8 @@ def window_starts(dim: int, patch: int, stride: int) -> list[int]:
 # ---------------------------------------------------------------------------------------------------
 def _softmax_prompts(net, x: torch.Tensor, tasks: list[int], many: bool) -> list[torch.Tensor]:
     """Float32 softmax maps, one per prompt, for the window batch x (B, 1, ...)."""
-    if many and hasattr(net, "backbone") and hasattr(net, "head"):
-        feats = net.backbone(x)
-        logits = [net.head(feats, t) for t in tasks]
+    if many and hasattr(net, "forward_prompts"):
+        logits = net.forward_prompts(x, tasks)  # one backbone (and, in eval mode, pre-classifier) pass
     else:
         logits = [net(x, t) for t in tasks]
     return [F.softmax(lg.float(), dim=1) for lg in logits]

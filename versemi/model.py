@@ -211,10 +211,22 @@ class VerSemiNet(nn.Module):
              else feats.bottleneck.mean(dim=(2, 3, 4)))
         return logits, {"global": g, "bottleneck": feats.bottleneck, "decoder": feats.decoder, "prehead": pre}
 
+    def heads(self, feats: BackboneOut, prompts: list) -> list[torch.Tensor]:
+        """Logits for several prompt vectors on the same backbone features.
+
+        In training mode each prompt runs the pre-classifier again (as a full forward per prompt would:
+        BatchNorm running statistics are updated once per prompt); in eval mode the pre-classifier is
+        deterministic, so it runs once and only the per-sample heads differ.
+        """
+        if self.training:
+            return [self.head(feats, p) for p in prompts]
+        b = feats.decoder.shape[0]
+        x = self.precls_conv(feats.decoder)
+        return [apply_dynamic_head(x, self.head_params(feats, self.encode_task(p, b, x.device))) for p in prompts]
+
     def forward_prompts(self, x: torch.Tensor, prompts: list) -> list[torch.Tensor]:
         """Logits for several prompt vectors on the same input, sharing one backbone pass."""
-        feats = self.backbone(x)
-        return [self.head(feats, p) for p in prompts]
+        return self.heads(self.backbone(x), prompts)
 
     @property
     def synthetic_task(self) -> int:
