@@ -143,7 +143,9 @@ def _cmd_prepare(args) -> int:
 
 def _cmd_train(args) -> int:
     from versemi.experiments import RunConfig, get_or_train, make_config
+    from versemi.utils import get_device
 
+    get_device(args.device)  # a forced --device cuda without a GPU fails before anything else
     if args.config:
         cfg = RunConfig.from_yaml(args.config)
     else:
@@ -175,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except VersemiError as e:
         print(f"versemi {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unwritable/missing paths, disk full: the user's environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"versemi {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"versemi {args.command}: interrupted", file=sys.stderr)

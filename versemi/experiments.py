@@ -220,6 +220,9 @@ def make_config(method: str = "versemi", profile: str = "demo", **overrides) -> 
     if len(tuple(datasets)) == 1 and "head" not in overrides and method != "versemi":
         d["head"] = "none"  # a task-specific baseline needs no prompt (VerSemi keeps its prompted head)
     d.update(overrides)
+    unknown = set(d) - {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown:
+        raise VersemiError(f"unknown config key(s): {', '.join(sorted(unknown))}")
     return RunConfig(method=method, profile=profile, **d)
 
 
