@@ -491,12 +491,30 @@ def _assets_module(root: Path):
 
 
 def ensure_assets(root: str | os.PathLike = ROOT) -> Path:
-    """Fetch/copy the offline JS assets (npm ci once) into book/_static/vendor."""
+    """Fetch/copy the offline JS assets (npm ci once) into book/_static/vendor, and draw the figures
+    that the chapters include (book/_static/figures/, generated, not committed)."""
+    ensure_figures(root)
     mod = _assets_module(Path(root))
     try:
         return mod.ensure_assets(Path(root))
     except mod.AssetError as e:
         raise VersemiError(str(e)) from e
+
+
+def ensure_figures(root: str | os.PathLike = ROOT) -> Path:
+    """The method overview figure of the intro, drawn by ``versemi.viz.method_figure``."""
+    from versemi.utils import atomic_path
+    from versemi.viz import method_figure
+
+    out = Path(root) / "book" / "_static" / "figures" / "method.png"
+    if not out.is_file():
+        import matplotlib.pyplot as plt
+
+        with atomic_path(out, suffix=".png") as tmp:
+            fig = method_figure()
+            fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
+            plt.close(fig)
+    return out
 
 
 def _jupyter_book() -> list[str]:
