@@ -210,6 +210,7 @@ PAPER_METHOD_SETTINGS: dict[str, dict] = {
 PROFILE_METHOD_OPTIONS: dict[tuple[str, str], dict] = {
     ("uamt", "smoke"): {"mc_passes": 2},
     ("uamt", "demo"): {"mc_passes": 4},   # released: T = 8 stochastic teacher passes
+    ("uamt", "la-real"): {"mc_passes": 4},
 }
 
 
