@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from versemi.model import HEAD_PARAMS, VerSemiNet, apply_dynamic_head, count_parameters, load_authors_checkpoint
+from versemi.model import (
+    HEAD_PARAMS,
+    VerSemiNet,
+    apply_dynamic_head,
+    count_parameters,
+    load_authors_checkpoint,
+)
 
 from .conftest import SHARED
 

@@ -281,7 +281,7 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
             ema_update(teacher, net, alpha)
         row = {"step": step, "stage": stage, "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0,
-               **{k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}}
+               **{k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}}
         rows.append(row)
         if writer is not None:
             for k, v in row.items():
