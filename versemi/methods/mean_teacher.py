@@ -17,6 +17,15 @@ def noisy(x: torch.Tensor, generator: torch.Generator | None = None, std: float 
     return x + noise.clamp(-clip, clip)
 
 
+def student_pass(ctx: StepContext, lab: dict, unlab: dict, sup_weight: float):
+    """Student logits of the unlabeled samples (B_u, 2, ...), the weighted supervised loss on the labeled
+    samples, and a noise generator seeded from the step's rng (labeled and unlabeled in one batch)."""
+    b = lab["image"].shape[0]
+    logits = ctx.net(torch.cat([lab["image"], unlab["image"]]), torch.cat([lab["task"], unlab["task"]]))
+    sup = sup_weight * supervised_loss(logits[:b], lab["label"])
+    return logits[b:], sup, torch.Generator().manual_seed(int(ctx.rng.integers(2**62)))
+
+
 def ramp_weight(ctx: StepContext, weight: float, rampup_fraction: float) -> float:
     """``weight`` * sigmoid ramp-up reaching 1 after ``rampup_fraction`` of the stage."""
     return weight * sigmoid_rampup(ctx.stage_step, rampup_fraction * ctx.stage_steps)
@@ -30,15 +39,10 @@ class MeanTeacher(Method):
 
     def step(self, ctx: StepContext, lab: dict, unlab: dict):
         o = self.options
-        b = lab["image"].shape[0]
-        x = torch.cat([lab["image"], unlab["image"]])
-        t = torch.cat([lab["task"], unlab["task"]])
-        logits = ctx.net(x, t)
-        sup = o["sup_weight"] * supervised_loss(logits[:b], lab["label"])
-        g = torch.Generator().manual_seed(int(ctx.rng.integers(2**62)))
+        logits_u, sup, g = student_pass(ctx, lab, unlab, o["sup_weight"])
         with torch.no_grad():
             p_t = torch.softmax(ctx.teacher(noisy(unlab["image"], g), unlab["task"]), 1)
-        cons = torch.mean((torch.softmax(logits[b:], 1) - p_t) ** 2)
+        cons = torch.mean((torch.softmax(logits_u, 1) - p_t) ** 2)
         w = ramp_weight(ctx, o["consistency"], o["rampup_fraction"])
         return {"loss": sup + w * cons, "sup": sup.detach(), "cons": cons.detach(),
                 "cons_weight": torch.tensor(w)}

@@ -15,10 +15,8 @@ import math
 
 import torch
 
-from versemi.losses import supervised_loss
-
 from . import Method, StepContext, sigmoid_rampup
-from .mean_teacher import noisy, ramp_weight
+from .mean_teacher import noisy, ramp_weight, student_pass
 
 
 class UAMT(Method):
@@ -29,13 +27,7 @@ class UAMT(Method):
 
     def step(self, ctx: StepContext, lab: dict, unlab: dict):
         o = self.options
-        b = lab["image"].shape[0]
-        x = torch.cat([lab["image"], unlab["image"]])
-        t = torch.cat([lab["task"], unlab["task"]])
-        logits = ctx.net(x, t)
-        sup = o["sup_weight"] * supervised_loss(logits[:b], lab["label"])
-
-        g = torch.Generator().manual_seed(int(ctx.rng.integers(2**62)))
+        logits_u, sup, g = student_pass(ctx, lab, unlab, o["sup_weight"])
         xu, tu = unlab["image"], unlab["task"]
         was_training = ctx.teacher.training
         ctx.teacher.train()  # MC dropout on, as the released code
@@ -55,7 +47,7 @@ class UAMT(Method):
         ramp = sigmoid_rampup(ctx.stage_step, o["rampup_fraction"] * ctx.stage_steps)
         threshold = (0.75 + 0.25 * ramp) * math.log(2)
         mask = (uncertainty < threshold).float()
-        dist = (torch.softmax(logits[b:], 1) - p_t) ** 2
+        dist = (torch.softmax(logits_u, 1) - p_t) ** 2
         cons = (mask * dist).sum() / (2 * mask.sum() + 1e-16)
         w = ramp_weight(ctx, o["consistency"], o["rampup_fraction"])
         return {"loss": sup + w * cons, "sup": sup.detach(), "cons": cons.detach(),
