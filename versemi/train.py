@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from versemi.data.registry import DATASETS
 from versemi.experiments import RunConfig
 from versemi.methods import StepContext, get_method
 from versemi.model import VerSemiNet
@@ -217,8 +218,6 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
 
     stages = method.stages(cfg.steps)
     total = sum(n for _, n in stages)
-    from versemi.data.registry import DATASETS
-
     run_tasks = tuple(sorted(DATASETS[d].task_id for d in cfg.datasets))
     rows: list[dict] = []
     val_rows: list[dict] = []
