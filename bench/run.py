@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, results in ``results/bench/*.csv`` with machine info.
 
-    python -m bench.run --out results/bench [--quick] [--authors-repo PATH]
+    python -m bench.run --out results/bench [--quick] [--authors-repo PATH] [--la-dir PATH]
 
 ``--authors-repo`` points at a checkout (or bare mirror) of maxwell0027/VerSemi; it is read at run
 time for the side-by-side timing and never copied into this repository.
@@ -19,11 +19,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--authors-repo", default=None)
+    ap.add_argument("--la-dir", default=None, help="real LA root for the evaluation timing (else synthetic)")
     args = ap.parse_args(argv)
     extra = ["--quick"] if args.quick else []
     rc = train_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else []))
-    rc |= eval_speed.main(["--out", args.out, *extra]) or 0
+    rc |= eval_speed.main(["--out", args.out, *extra]
+                          + (["--authors-repo", args.authors_repo] if args.authors_repo else [])
+                          + (["--la-dir", args.la_dir] if args.la_dir else [])) or 0
     return rc
 
 

@@ -124,6 +124,50 @@ def test_batch_size_does_not_change_result(net):
         np.testing.assert_array_equal(lab[decided], base_lab[decided])
 
 
+def test_compiled_network_gives_the_same_prediction(net):
+    """compile=True: same windows and labels as eager, probabilities to float32 rounding; a weight change
+    is never served by the old compilation; a short last batch is padded (4 windows, batch 3)."""
+    img = _volume((40, 36, 33), seed=4)
+    eager_lab, eager_prob = sliding_window_predict(net, img, 2, PATCH, STRIDE, batch_size=3)
+    lab, prob = sliding_window_predict(net, img, 2, PATCH, STRIDE, batch_size=3, compile=True)
+    np.testing.assert_allclose(prob, eager_prob, rtol=0, atol=1e-5)
+    decided = np.abs(eager_prob[1] - eager_prob[0]) > 1e-4
+    np.testing.assert_array_equal(lab[decided], eager_lab[decided])
+    assert 0 < eager_lab.sum() < eager_lab.size
+
+    # the weights change in place (as an optimizer step would): the frozen compilation must not be reused
+    torch.manual_seed(5)
+    other = VerSemiNet(n_filters=4)
+    with torch.no_grad():
+        saved = {k: v.clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(other.state_dict())
+    try:
+        new_eager_lab, new_eager_prob = sliding_window_predict(net, img, 2, PATCH, STRIDE, batch_size=3)
+        new_lab, new_prob = sliding_window_predict(net, img, 2, PATCH, STRIDE, batch_size=3, compile=True)
+        assert np.abs(new_eager_prob - eager_prob).max() > 1e-3  # the change is visible
+        np.testing.assert_allclose(new_prob, new_eager_prob, rtol=0, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            net.load_state_dict(saved)
+
+
+def test_compile_failure_falls_back_to_eager(net, monkeypatch):
+    import versemi.evaluate as ev
+
+    def broken(*args, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(ev, "_compiled_softmax", broken)
+    img = _volume((40, 36, 33), seed=6)
+    ref_lab, ref_prob = sliding_window_predict(net, img, 1, PATCH, STRIDE, batch_size=2)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found.*eagerly"):
+        lab, prob = sliding_window_predict(net, img, 1, PATCH, STRIDE, batch_size=2, compile=True)
+    np.testing.assert_array_equal(lab, ref_lab)
+    np.testing.assert_array_equal(prob, ref_prob)
+
+
 def test_prompt_list_equals_separate_calls(net):
     img = _volume((40, 21, 33), seed=3)
     tasks = [1, 2, 5]

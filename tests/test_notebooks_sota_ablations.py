@@ -13,6 +13,7 @@ import json
 import re
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,11 +23,13 @@ pytestmark = pytest.mark.slow
 
 SOTA_METHODS = ["Sup-only", "Uni-Sup-only", "Uni-UA-MT", "VerSemi"]
 ABLATIONS = ["w/o L_aux", "no prompt (single head)"]
+DEVIATION = "#6 released: centre-cropped unlabeled"
 SOTA_GLUE = {"sota_n_runs", "sota_ratios", "sota_versemi_dice", "sota_second_best", "sota_second_dice",
              "sota_gain", "sota_p", "sota_reported_versemi_pancreas", "sota_reported_gain", "sota_train_minutes",
              "sota_selection"}
 ABL_GLUE = {"abl_full_dice", "abl_largest_drop_name", "abl_largest_drop", "abl_head_reps", "abl_head_batch",
-            "abl_head_device", "abl_multi_params_pct", "abl_multi_fwd_pct", "abl_multi_params_pct_f16"}
+            "abl_head_device", "abl_multi_params_pct", "abl_multi_fwd_pct", "abl_multi_params_pct_f16",
+            "dev_largest_name", "dev_largest"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -64,7 +67,8 @@ def read_tables(root) -> dict[str, pd.DataFrame]:
 def executed(smoke_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("executed_sota_ablations")
     results = execute_notebooks(["03_sota", "04_ablations"], "smoke",
-                                {"methods": SOTA_METHODS, "ablations": ABLATIONS, "head_cost_reps": 1}, out_dir=out,
+                                {"methods": SOTA_METHODS, "ablations": ABLATIONS, "head_cost_reps": 1,
+                                 "deviations": [DEVIATION]}, out_dir=out,
                                 results_dir=smoke_root, data_dir=smoke_root / "data", quiet=True)
     tables = read_tables(smoke_root / "smoke")  # snapshot: the re-execution tests overwrite them
     return {r.name: r for r in results}, out, tables
@@ -132,6 +136,12 @@ def test_ablation_tables_and_figure(executed, smoke_root):
     assert tables["04_ablations/tables/head_params_f16.csv"].set_index("head").loc["dynamic", "params_total"] == 9484144
     assert len(tables["04_ablations/tables/ablation_claims.csv"]) == 3
     assert (smoke_root / "smoke" / "04_ablations" / "figures" / "ablations.png").read_bytes()[:8] == PNG
+    dev = tables["04_ablations/tables/deviations.csv"]
+    assert dev["ablation"].tolist() == ["VerSemi (full)", DEVIATION]
+    assert dev.loc[0, "delta_average"] == 0 and np.isfinite(dev.loc[1, "delta_average"])
+    assert "claimed_change" in dev.columns  # numeric table keeps the columns; the display drops them
+    dev_cases = tables["04_ablations/tables/deviations_cases.csv"]
+    assert len(dev_cases) == 2 * 4 * 2  # two runs, four datasets, two test cases each
     g = glued(out / "04_ablations.ipynb")
     assert ABL_GLUE <= set(g)
     assert g["abl_largest_drop_name"].strip("'") in ABLATIONS

@@ -151,14 +151,25 @@ class VerSemiNet(nn.Module):
 
     # ------------------------------------------------------------------ prompt handling
     def encode_task(self, task_ids: torch.Tensor | int | list[int], batch: int, device) -> torch.Tensor:
-        """Validated 1-D long tensor of prompts (B,), values in 1..num_tasks+1."""
-        t = torch.as_tensor(task_ids, device=device).long().reshape(-1)
+        """Validated 1-D long tensor of prompts (B,), values in 1..num_tasks+1.
+
+        Python ints are checked on the host; a tensor is checked with one device sync (skipped while
+        ``torch.compile`` traces, so that the compiled network has no graph break here)."""
+        if isinstance(task_ids, int) or (isinstance(task_ids, (list, tuple)) and task_ids
+                                         and all(isinstance(v, int) for v in task_ids)):
+            values = [task_ids] if isinstance(task_ids, int) else list(task_ids)
+            bad = [v for v in values if not 1 <= v <= self.num_prompts]
+            if bad:
+                raise ValueError(f"task ids must lie in 1..{self.num_prompts}, got {values}")
+            t = torch.tensor(values, dtype=torch.long, device=device)
+        else:
+            t = torch.as_tensor(task_ids, device=device).long().reshape(-1)
+            if not torch.compiler.is_compiling() and bool(((t < 1) | (t > self.num_prompts)).any()):
+                raise ValueError(f"task ids must lie in 1..{self.num_prompts}, got {t.tolist()}")
         if t.numel() == 1 and batch > 1:
             t = t.expand(batch)
         if t.numel() != batch:
             raise ValueError(f"got {t.numel()} task ids for a batch of {batch}")
-        if bool(((t < 1) | (t > self.num_prompts)).any()):
-            raise ValueError(f"task ids must lie in 1..{self.num_prompts}, got {t.tolist()}")
         return t
 
     def global_feature(self, bottleneck: torch.Tensor) -> torch.Tensor:

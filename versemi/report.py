@@ -560,7 +560,7 @@ def ablation_claims() -> pd.DataFrame:
 
 def ablation_table(case_df: pd.DataFrame, reference_label: str = "VerSemi (full)", metric: str = "dice",
                    labels: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
-                   digits: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   digits: int = 2, claims: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ablations against the full model: mean ``metric`` per dataset and averaged, and the change vs
     ``reference_label`` in points (Dice in %, so 'Dice points').
 
@@ -571,6 +571,8 @@ def ablation_table(case_df: pd.DataFrame, reference_label: str = "VerSemi (full)
     (``p_vs_full``, see :func:`paired_wilcoxon`), and the paper's claim for that component
     (``claimed_change``: the component's reported *gain*, verbatim, so removing it is expected to change
     the score by minus that; ``claim_confidence``; 'n/a' when the paper's claim is not available).
+    ``claims=False`` leaves the claim columns out of the display table (rows that are not ablations of
+    the paper, e.g. the deviation switches).
     """
     _require(case_df, ["method", "dataset", "case", metric])
     present = list(dict.fromkeys(case_df["method"]))
@@ -588,7 +590,7 @@ def ablation_table(case_df: pd.DataFrame, reference_label: str = "VerSemi (full)
         df = df[df["dataset"].isin(list(datasets))]
     ds_list = ordered_datasets(df["dataset"])
     scale = 100.0 if metric in PCT_METRICS else 1.0
-    claims = ablation_claims().set_index("ablation")
+    claim_df = ablation_claims().set_index("ablation")
     means = {}
     for lab in keep:
         sub = df[df["method"] == lab]
@@ -609,11 +611,11 @@ def ablation_table(case_df: pd.DataFrame, reference_label: str = "VerSemi (full)
         else:
             w = paired_wilcoxon(df, lab, reference_label, metric).set_index("dataset").loc["pooled"]
             line["p_vs_full"], line["p_note"] = w["p_value"], w["note"]
-        if lab in claims.index:
-            line["claimed_change"] = claims.loc[lab, "reported_change"]
-            line["claimed_metric"] = claims.loc[lab, "metric"]
-            line["claim_confidence"] = claims.loc[lab, "confidence"]
-            line["claim_source"] = claims.loc[lab, "source"]
+        if lab in claim_df.index:
+            line["claimed_change"] = claim_df.loc[lab, "reported_change"]
+            line["claimed_metric"] = claim_df.loc[lab, "metric"]
+            line["claim_confidence"] = claim_df.loc[lab, "confidence"]
+            line["claim_source"] = claim_df.loc[lab, "source"]
         else:
             line["claimed_change"] = line["claimed_metric"] = line["claim_confidence"] = NA
             line["claim_source"] = "no claim available in the reference data" if lab != reference_label else ""
@@ -630,6 +632,8 @@ def ablation_table(case_df: pd.DataFrame, reference_label: str = "VerSemi (full)
     disp["Wilcoxon vs full (pooled)"] = [
         "" if lab == reference_label else format_p(p, note)
         for lab, p, note in zip(numeric["ablation"], numeric["p_vs_full"], numeric["p_note"])]
+    if not claims:
+        return disp.set_index("ablation"), numeric
     disp["paper's claim for the component"] = [
         "" if lab == reference_label else (NA if c == NA else f"{c} {m}")
         for lab, c, m in zip(numeric["ablation"], numeric["claimed_change"], numeric["claimed_metric"])]
@@ -933,13 +937,14 @@ def train_sota(profile: str, ratios: Sequence[int], seed: int, prepared_dir, run
 
 def train_ablations(profile: str, ratio: int, seed: int, prepared_dir, runs_root,
                     ablations: Sequence[str] | None = None, reference_label: str = "VerSemi (full)",
-                    device=None, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+                    device=None, progress: bool = True, variants: dict | None = None) -> tuple[dict, pd.DataFrame]:
     """Train (or fetch) the ablation group (:func:`versemi.experiments.ablation_configs`), restricted to
-    ``ablations`` (labels of ``versemi.experiments.ABLATIONS``; the full model is always included: the
-    deltas are taken against it). Returns ``(runs, not_trained)``."""
+    ``ablations`` (labels of ``versemi.experiments.ABLATIONS``, or of ``variants`` when given, e.g.
+    ``versemi.experiments.DEVIATIONS``; the full model is always included: the deltas are taken against
+    it). Returns ``(runs, not_trained)``."""
     from versemi.experiments import ablation_configs
 
-    cfgs = ablation_configs(profile, ratio, seed)
+    cfgs = ablation_configs(profile, ratio, seed, variants=variants)
     if ablations is not None:
         unknown = [a for a in ablations if a not in cfgs]
         if unknown:

@@ -367,8 +367,10 @@ def finish_run(run_dir, prepared_dir, device=None, evaluate: bool = True, progre
 
 
 def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, device=None, lcc: bool = False,
-                 progress: bool = True, protocol: str | None = None) -> dict:
-    """Per-case CSV ``eval/<split>_<dataset>.csv`` and a summary (mean, std) per dataset."""
+                 progress: bool = True, protocol: str | None = None, compile: bool = False) -> dict:
+    """Per-case CSV ``eval/<split>_<dataset>.csv`` and a summary (mean, std) per dataset.
+
+    ``compile``: run the network through ``torch.compile`` (see :func:`versemi.evaluate.sliding_window_predict`)."""
     from versemi.evaluate import evaluate_cases, summarize
 
     run_dir = Path(run_dir)
@@ -383,7 +385,7 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
         suffix = "" if protocol in (None, cfg.eval_protocol) else f"_{protocol}"
         df = evaluate_cases(net, tuples, int(task), run_dir / "eval" / f"{split}_{ds}{suffix}.csv",
                             patch_size=cfg.eval_patch, stride=cfg.eval_stride,
-                            protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress)
+                            protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress, compile=compile)
         out[ds] = summarize(df)
     return out
 
