@@ -20,6 +20,7 @@ help:
 	@echo "make test    run the test suite"
 	@echo "make results PROFILE=paper   re-execute every notebook with another profile"
 	@echo "make bench   speed/memory benchmarks into results/bench/"
+	@echo "             (BENCH_ARGS=\"--authors-repo PATH --la-dir PATH\": against the authors' code, on real LA)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -32,8 +32,9 @@ Usage::
     .venv/bin/python -m bench.eval_speed --out results/bench --quick     # synthetic, small, no authors' code
 
 Writes ``<out>/eval_speed.csv`` atomically (columns: what, config, seconds, ratio, value, n_windows,
-n_volumes, threads, baseline, platform, python, torch, cpus, cuda) and prints it. ``ratio`` is baseline
-seconds / row seconds (> 1: faster than the baseline); for metrics, medpy seconds / ours.
+n_volumes, n_voxels (of the agreement rows), threads, baseline, platform, python, torch, cpus, cuda)
+and prints it. ``ratio`` is baseline seconds / row seconds (> 1: faster than the baseline); for
+metrics, medpy seconds / ours.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def trained_agreement(run_dir: str, data_dir: str, fn, vnet_cls, device, batch_s
             rows.append(dict(what=f"trained_{what}_vs_baseline_max_abs_prob_diff", config=cfg_s, value=d,
                              n_volumes=len(cases)))
             rows.append(dict(what=f"trained_{what}_vs_baseline_label_voxels_differing", config=cfg_s, value=n,
-                             n_volumes=len(cases), n_windows=tot))
+                             n_volumes=len(cases), n_voxels=tot))
     return rows
 
 
@@ -360,7 +361,7 @@ def main(argv=None) -> int:
     for what, other in (("paper_eager", out_eager), ("paper_compiled", out_comp)):
         d, n, tot = _agreement(out_base, other)
         rows.append(dict(what=f"{what}_vs_baseline_max_abs_prob_diff", value=d, n_windows=n_win))
-        rows.append(dict(what=f"{what}_vs_baseline_label_voxels_differing", value=n, n_windows=n_win))
+        rows.append(dict(what=f"{what}_vs_baseline_label_voxels_differing", value=n, n_windows=n_win, n_voxels=tot))
     rows.append(dict(what="fast_vs_paper_label_fraction_differing",
                      value=sum(int((a[0] != b[0]).sum()) for a, b in zip(out_fast, out_eager)) /
                      sum(a[0].size for a in out_eager), n_windows=n_fast))
@@ -377,7 +378,8 @@ def main(argv=None) -> int:
     import pandas as pd
 
     info = machine_info()
-    df = pd.DataFrame(rows, columns=["what", "config", "seconds", "ratio", "value", "n_windows", "n_volumes"])
+    df = pd.DataFrame(rows, columns=["what", "config", "seconds", "ratio", "value", "n_windows", "n_volumes",
+                                     "n_voxels"])
     df["threads"] = torch.get_num_threads()
     df["baseline"] = baseline_name
     for k, v in info.items():
@@ -387,7 +389,7 @@ def main(argv=None) -> int:
     with atomic_path(path, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.max_colwidth", 70):
-        print(df[["what", "seconds", "ratio", "value", "n_windows", "n_volumes"]].to_string(index=False))
+        print(df[["what", "seconds", "ratio", "value", "n_windows", "n_volumes", "n_voxels"]].to_string(index=False))
     print(f"config: {cfg}; {info}")
     print(f"wrote {path}")
     return 0

@@ -30,6 +30,7 @@ def _glue_keys(nb) -> set[str]:
         for o in c.get("outputs", []):
             rec = o.get("metadata", {}).get("scrapbook")
             if rec:
+                assert rec["name"] not in keys, f"glue key {rec['name']!r} is glued twice"
                 keys.add(rec["name"])
     return keys
 

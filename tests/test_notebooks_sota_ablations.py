@@ -41,6 +41,8 @@ def glued(path) -> dict:
         for o in cell.get("outputs", []):
             name = o.get("metadata", {}).get("scrapbook", {}).get("name")
             if name:
+                # a key glued twice is a build warning (-W: an error) in Jupyter Book
+                assert name not in out, f"{path}: glue key {name!r} is glued twice"
                 out[name] = o["data"].get("application/papermill.record/text/plain")
     return out
 

@@ -22,6 +22,7 @@ def _glue_keys(path) -> set[str]:
         for out in cell.get("outputs", []):
             sb = out.get("metadata", {}).get("scrapbook")
             if sb:
+                assert sb["name"] not in keys, f"{path}: glue key {sb['name']!r} is glued twice"
                 keys.add(sb["name"])
     return keys
 

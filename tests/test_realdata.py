@@ -62,6 +62,7 @@ def test_la_chapter_renders_the_committed_results(tmp_path):
         for out in cell.get("outputs", []):
             key = out.get("metadata", {}).get("scrapbook", {}).get("name")
             if key:
+                assert key not in glued, f"glue key {key!r} is glued twice (a duplicate-key warning in the book)"
                 glued[key] = out["data"].get("application/papermill.record/text/plain", "")
     summary = pd.read_csv(root / "results" / "la-real" / "summary.csv")
     full = summary[(summary["method"] == "Fully supervised 100%") & summary["grid"].str.startswith("released")]

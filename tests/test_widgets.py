@@ -51,3 +51,18 @@ def test_helpers():
     assert len(slice_indices(100, 9)) == 9
     img, lab = _vol()
     assert render_slice_png(img[..., 5], lab[..., 5]) != render_slice_png(img[..., 5])
+
+
+def test_static_explorer_draws_each_prompts_own_truth():
+    img, lab = _vol()
+    other = np.zeros_like(lab)
+    other[2:6, 2:6, 2:14] = 1
+    preds = {1: np.zeros_like(lab), 2: np.zeros_like(lab)}
+    # the same (empty) prediction under both prompts: only the green truth can make the images differ
+    per_prompt = static_explorer(img, preds, labels={1: lab, 2: other}, n_slices=3).children[-1]
+    assert per_prompt.children[0].children[1].value != per_prompt.children[1].children[1].value
+    shared = static_explorer(img, preds, label=lab, n_slices=3).children[-1]
+    no_truth = static_explorer(img, preds, labels={1: lab, 2: None}, n_slices=3).children[-1]
+    # prompt 1 shows the same mask either way; prompt 2 with no known truth draws no contour
+    assert per_prompt.children[0].children[1].value == shared.children[0].children[1].value
+    assert no_truth.children[1].children[1].value != shared.children[1].children[1].value

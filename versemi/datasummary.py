@@ -438,7 +438,8 @@ def explorer_predictions(run_dir, prepared, split: str = "test", prompts: Sequen
 def static_explorers(items: Sequence[dict], n_slices: int = 9, caption: str = ""):
     """Kernel-free explorers of :func:`explorer_predictions`: per dataset a
     :func:`versemi.widgets.static_explorer` (prompt buttons and slice slider jslinked to Stacks of
-    precomputed ~200 px PNG Images; the green contour is the case's own label), one Tab page per dataset."""
+    precomputed ~200 px PNG Images; the green contour is what the selected prompt should find,
+    :func:`prompt_truth`, absent where that is unknown), one Tab page per dataset."""
     import ipywidgets as W
 
     from versemi.widgets import static_explorer
@@ -447,7 +448,8 @@ def static_explorers(items: Sequence[dict], n_slices: int = 9, caption: str = ""
     for it in items:
         c = it["case"]
         head = f"{DATASETS[c['dataset']].title}: {c['name']}" + (f" ({caption})" if caption else "")
-        pages.append(static_explorer(c["image"], it["preds"], label=c["label"], n_slices=n_slices, title=head))
+        truths = {p: prompt_truth(c, p) for p in it["preds"]}
+        pages.append(static_explorer(c["image"], it["preds"], labels=truths, n_slices=n_slices, title=head))
         titles.append(c["dataset"])
     tab = W.Tab(children=pages)
     tab.titles = tuple(titles)

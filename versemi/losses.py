@@ -54,11 +54,6 @@ def aux_loss(logits_a: torch.Tensor, logits_b: torch.Tensor,
     return 0.5 * (dice_loss(foreground_prob(logits_a), target_a) + dice_loss(foreground_prob(logits_b), target_b))
 
 
-def consistency_loss(logits_syn: torch.Tensor, p_agg: torch.Tensor) -> torch.Tensor:
-    """L_unsup: Dice of the synthetic-prompt prediction against the aggregated prediction ``P_agg``."""
-    return dice_loss(foreground_prob(logits_syn), p_agg)
-
-
 def aggregate_prompts(probs: list[torch.Tensor] | torch.Tensor, detach: bool = True) -> torch.Tensor:
     """P_agg = max_k p_k over the task prompts k = 1..T.
 

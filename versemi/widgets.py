@@ -56,12 +56,15 @@ def slice_indices(depth: int, n: int) -> list[int]:
 
 
 def static_explorer(image: np.ndarray, preds: dict[int, np.ndarray], label: np.ndarray | None = None,
-                    n_slices: int = 9, title: str = "", probs: dict[int, np.ndarray] | None = None) -> W.Widget:
+                    n_slices: int = 9, title: str = "", probs: dict[int, np.ndarray] | None = None,
+                    labels: dict[int, np.ndarray | None] | None = None) -> W.Widget:
     """A kernel-free explorer of one case: prompt buttons x slice slider over precomputed images.
 
-    image: (X, Y, Z) volume; preds: prompt id -> (X, Y, Z) prediction; probs (optional): prompt id ->
-    (X, Y, Z) foreground probability shown instead of the contour when given. Slices are taken along
-    the last axis. All switching happens in the browser through ``jslink``.
+    image: (X, Y, Z) volume; preds: prompt id -> (X, Y, Z) prediction; label: one (X, Y, Z) mask drawn
+    in green under every prompt, or labels: prompt id -> the mask that prompt should find (None or
+    missing: no green contour for it); probs (optional): prompt id -> (X, Y, Z) foreground probability
+    shown instead of the contour when given. Slices are taken along the last axis. All switching
+    happens in the browser through ``jslink``.
     """
     zs = slice_indices(image.shape[-1], n_slices)
     prompts = sorted(preds)
@@ -70,9 +73,10 @@ def static_explorer(image: np.ndarray, preds: dict[int, np.ndarray], label: np.n
                               value=0, description="prompt")
     per_prompt = []
     for p in prompts:
+        truth = labels.get(p) if labels is not None else label
         imgs = []
         for z in zs:
-            png = render_slice_png(image[..., z], None if label is None else label[..., z], preds[p][..., z],
+            png = render_slice_png(image[..., z], None if truth is None else truth[..., z], preds[p][..., z],
                                    None if probs is None else probs[p][..., z],
                                    title=f"{PROMPT_NAMES.get(p, p)} | z={z}")
             imgs.append(W.Image(value=png, format="png"))
