@@ -148,3 +148,18 @@ def test_ddp_two_cpu_processes_gloo(prepared, tmp_path):
     h0, h1 = (out / "params_rank0.txt").read_text(), (out / "params_rank1.txt").read_text()
     assert h0 == h1  # averaged gradients keep the replicas identical
     assert load_checkpoint(out)["step"] == 3
+
+
+def test_cli_evaluate_compiled_equals_eager(prepared, tmp_path, capsys):
+    """`versemi evaluate --compile` writes the same per-case metrics as the eager evaluation."""
+    from versemi.cli import main
+
+    cfg = _cfg("sup_only", datasets=("spleen",), steps=4)
+    run = get_or_train(cfg, prepared, tmp_path / "runs", progress=False)
+    eager = pd.read_csv(run / "eval" / "test_spleen.csv")
+    assert main(["evaluate", str(run), "--data", str(prepared), "--compile", "--device", "cpu"]) == 0
+    compiled = pd.read_csv(run / "eval" / "test_spleen.csv")
+    assert len(compiled) == len(eager) > 0
+    pd.testing.assert_frame_equal(compiled.drop(columns=["seconds"]), eager.drop(columns=["seconds"]),
+                                  check_exact=False, atol=1e-6)
+    assert '"spleen"' in capsys.readouterr().out

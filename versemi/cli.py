@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None, choices=["paper", "fast"], help="default: the run's protocol")
     p.add_argument("--lcc", action="store_true", help="keep the largest connected component (off in VerSemi)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network once for all cases (about 2x faster per window; same windows, "
-                        "float32 rounding differences only)")
+                   help="torch.compile the network once for all cases (about 2x faster per window on a CPU; same "
+                        "windows, float32 rounding differences only)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default: 1 with --compile on a CPU, else 8)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -168,7 +170,7 @@ def _cmd_evaluate(args) -> int:
     from versemi.train import evaluate_run
 
     summary = evaluate_run(args.run_dir, args.data, split=args.split, device=args.device, lcc=args.lcc,
-                           protocol=args.protocol, compile=args.compile)
+                           protocol=args.protocol, compile=args.compile, batch_size=args.batch_size)
     print(json.dumps(summary, indent=1, default=float))
     return 0
 

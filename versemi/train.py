@@ -367,14 +367,20 @@ def finish_run(run_dir, prepared_dir, device=None, evaluate: bool = True, progre
 
 
 def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, device=None, lcc: bool = False,
-                 progress: bool = True, protocol: str | None = None, compile: bool = False) -> dict:
+                 progress: bool = True, protocol: str | None = None, compile: bool = False,
+                 batch_size: int | None = None) -> dict:
     """Per-case CSV ``eval/<split>_<dataset>.csv`` and a summary (mean, std) per dataset.
 
-    ``compile``: run the network through ``torch.compile`` (see :func:`versemi.evaluate.sliding_window_predict`)."""
+    ``compile``: run the network through ``torch.compile`` (see :func:`versemi.evaluate.sliding_window_predict`).
+    ``batch_size``: windows per forward pass; ``None``: 1 for a compiled network on a CPU (the fastest
+    there, ``results/bench/eval_speed.csv``), else 8."""
     from versemi.evaluate import evaluate_cases, summarize
 
     run_dir = Path(run_dir)
     net, cfg = load_run_net(run_dir, device=device)
+    if batch_size is None:
+        on_cpu = next(net.parameters()).device.type == "cpu"
+        batch_size = 1 if (compile and on_cpu) else 8
     out = {}
     for ds in datasets or cfg.datasets:
         sub = copy.copy(cfg)
@@ -385,7 +391,8 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
         suffix = "" if protocol in (None, cfg.eval_protocol) else f"_{protocol}"
         df = evaluate_cases(net, tuples, int(task), run_dir / "eval" / f"{split}_{ds}{suffix}.csv",
                             patch_size=cfg.eval_patch, stride=cfg.eval_stride,
-                            protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress, compile=compile)
+                            protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress, compile=compile,
+                            batch_size=batch_size)
         out[ds] = summarize(df)
     return out
 
