@@ -7,7 +7,7 @@ uses the authors' own network class when ``--authors-repo`` points at a checkout
 of maxwell0027/VerSemi (read at run time, never copied into this repository); without it, it uses this
 package's network called the authors' way (same arithmetic, same parameter count).
 
-    python -m bench.train_speed --out results/bench [--quick] [--authors-repo PATH]
+    python -m bench.train_speed --out results/bench [--quick] [--authors-repo PATH] [--configs 16,96,2 ...]
 
 Writes ``<out>/train_speed.csv`` with seconds per step, the ratio and machine info.
 """
@@ -158,9 +158,20 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="demo config only, fewer repetitions")
     ap.add_argument("--authors-repo", default=None)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--configs", nargs="+", default=None, metavar="F,PATCH,BATCH",
+                    help="width,patch,batch triples (default 8,32,4 16,64,4 16,96,8; the last is the paper's: "
+                         "with the authors' call pattern it needs more than 24 GiB of memory on a CPU)")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    configs = [(8, 32, 4)] if args.quick else [(8, 32, 4), (16, 64, 4), (16, 96, 8)]
+    if args.configs:
+        try:
+            configs = [tuple(int(v) for v in c.split(",")) for c in args.configs]
+        except ValueError:
+            raise SystemExit(f"--configs: expected width,patch,batch triples, got {args.configs}") from None
+        if any(len(c) != 3 for c in configs):
+            raise SystemExit(f"--configs: expected width,patch,batch triples, got {args.configs}")
+    else:
+        configs = [(8, 32, 4)] if args.quick else [(8, 32, 4), (16, 64, 4), (16, 96, 8)]
     rows = []
     for f, p, b in configs:
         reps = args.reps if p <= 64 else 1
