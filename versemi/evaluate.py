@@ -163,9 +163,10 @@ def _softmax_prompts(net, x: torch.Tensor, tasks: list[int], many: bool) -> list
     return [F.softmax(lg.float(), dim=1) for lg in logits]
 
 
-# One compiled network at a time: [weak reference to the network, key, function]. The key holds the
-# storage and version counter of every parameter and buffer, so any weight update (optimizer step,
-# load_state_dict, ...) makes a new compilation instead of reusing weights frozen into the old one.
+# One compiled network at a time: [network, key, function] (the entry keeps that network alive until
+# another one is compiled). The key holds the storage and version counter of every parameter and buffer,
+# so any weight update (optimizer step, load_state_dict, ...) makes a new compilation instead of reusing
+# weights frozen into the old one.
 _COMPILED: list = [None, None, None]
 
 
@@ -178,10 +179,9 @@ def _compiled_softmax(net, tasks: list[int], many: bool, name: str):
     """``torch.compile`` (Inductor, weights frozen as constants) of :func:`_softmax_prompts` for ``net``
     in its current state, or ``None`` (with a warning) where compilation is not available."""
     import warnings
-    import weakref
 
     key = (_weights_key(net), tuple(tasks), many)
-    if _COMPILED[0] is not None and _COMPILED[0]() is net and _COMPILED[1] == key:
+    if _COMPILED[0] is net and _COMPILED[1] == key:
         return _COMPILED[2]
     try:
         import torch._dynamo
@@ -197,7 +197,7 @@ def _compiled_softmax(net, tasks: list[int], many: bool, name: str):
         with inductor_config.patch(freezing=True):
             return compiled(x)
 
-    _COMPILED[:] = [weakref.ref(net), key, run]
+    _COMPILED[:] = [net, key, run]
     return run
 
 
@@ -211,7 +211,6 @@ class _WindowRunner:
     def __init__(self, net, tasks, many, batch_size: int, compile: bool, name: str):
         self.net, self.tasks, self.many, self.batch_size = net, tasks, many, batch_size
         self.fn = _compiled_softmax(net, tasks, many, name) if compile else None
-        self.fallback = False
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.fn is None:
@@ -228,7 +227,6 @@ class _WindowRunner:
                           "running it eagerly", stacklevel=2)
             _COMPILED[:] = [None, None, None]
             self.fn = None
-            self.fallback = True
             return _softmax_prompts(self.net, x[:n], self.tasks, self.many)
         return [o[:n] for o in out]
 
