@@ -19,24 +19,11 @@ from versemi import datasummary as S
 from versemi.book import execute_notebooks
 from versemi.widgets import slice_indices
 
+from .notebook_helpers import errors, glued
+
 NAMES = ("01_data", "02_train", "07_explorer")
 N_SLICES = 4  # slices per case in the static explorers (the book uses 9; fewer keeps the test quick)
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-
-
-def _glue_keys(nb) -> set[str]:
-    keys = set()
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            rec = o.get("metadata", {}).get("scrapbook")
-            if rec:
-                assert rec["name"] not in keys, f"glue key {rec['name']!r} is glued twice"
-                keys.add(rec["name"])
-    return keys
-
-
-def _errors(nb) -> list[str]:
-    return [o.get("ename", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
 def _csv(path: Path, columns) -> pd.DataFrame:
@@ -68,7 +55,7 @@ def test_notebooks_run_ok(executed):
         r = results[name]
         assert r.ok, f"{name}: {r.error}"
         nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
-        assert not _errors(nb), name
+        assert not errors(nb), name
         assert nb.metadata["papermill"]["parameters"]["profile"] == "smoke"
 
 
@@ -97,7 +84,7 @@ def test_data_notebook_outputs(executed, smoke_root):
     for fig in ("mid_slices", "intensity_histograms", "hidden_labels"):
         _png(base / "figures" / f"{fig}.png")
     nb = nbformat.read(out / "01_data.ipynb", as_version=4)
-    keys = _glue_keys(nb)
+    keys = set(glued(nb))
     assert {"data_source", "n_cases", "n_cases_pancreas", "n_labeled_10", "n_unlabeled_20",
             "pancreas_with_spleen"} <= keys
     pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
@@ -124,7 +111,7 @@ def test_train_notebook_outputs(executed):
     prepared = root / "data" / "smoke" / "prepared"
     for label in ("VerSemi 10%", "Uni-UA-MT 10%"):
         assert (run_dir_for(configs[label], prepared, root / "runs") / "DONE.json").is_file(), label
-    keys = _glue_keys(nbformat.read(out / "02_train.ipynb", as_version=4))
+    keys = set(glued(out / "02_train.ipynb"))
     assert {"train_seconds_versemi", "train_seconds_uamt", "test_dice_mean", "test_dice_spleen",
             "ema_minus_student_last", "n_steps"} <= keys
 
@@ -158,7 +145,7 @@ def test_explorer_notebook_saves_widget_state(executed):
              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert len(views) == 1
     assert views[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] in state
-    keys = _glue_keys(nb)
+    keys = set(glued(nb))
     assert {"n_explorer_cases", "own_prompt_dice", "absent_prompt_voxels"} <= keys
 
 

@@ -10,7 +10,6 @@ SOTA group (21 runs + 5 ablations) took 4 to 9 minutes on the shared machine, to
 from __future__ import annotations
 
 import json
-import re
 
 import nbformat
 import numpy as np
@@ -18,6 +17,8 @@ import pandas as pd
 import pytest
 
 from versemi.book import execute_notebooks
+
+from .notebook_helpers import errors, glued, referenced
 
 pytestmark = pytest.mark.slow
 
@@ -31,33 +32,6 @@ ABL_GLUE = {"abl_full_dice", "abl_largest_drop_name", "abl_largest_drop", "abl_h
             "abl_head_device", "abl_multi_params_pct", "abl_multi_fwd_pct", "abl_multi_params_pct_f16",
             "dev_largest_name", "dev_largest"}
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def glued(path) -> dict:
-    """key -> text/plain of every myst_nb glue output of an executed notebook."""
-    nb = nbformat.read(path, as_version=4)
-    out = {}
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                # a key glued twice is a build warning (-W: an error) in Jupyter Book
-                assert name not in out, f"{path}: glue key {name!r} is glued twice"
-                out[name] = o["data"].get("application/papermill.record/text/plain")
-    return out
-
-
-def referenced(path) -> set[str]:
-    """Glue keys that the markdown cells of a notebook paste ({glue:text}`key`)."""
-    nb = nbformat.read(path, as_version=4)
-    return {m.split(":")[0] for c in nb.cells if c.cell_type == "markdown"
-            for m in re.findall(r"\{glue:[a-z]*\}`([^`]+)`", c.source)}
-
-
-def errors(path) -> list[str]:
-    nb = nbformat.read(path, as_version=4)
-    return [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", [])
-            if o.get("output_type") == "error"]
 
 
 def read_tables(root) -> dict[str, pd.DataFrame]:

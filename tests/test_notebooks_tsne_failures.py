@@ -12,31 +12,9 @@ import pytest
 
 from versemi import book
 
+from .notebook_helpers import glued, referenced
+
 ROOT = book.ROOT
-
-
-def _glue_keys(path) -> set[str]:
-    nb = nbformat.read(path, as_version=4)
-    keys = set()
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            sb = out.get("metadata", {}).get("scrapbook")
-            if sb:
-                assert sb["name"] not in keys, f"{path}: glue key {sb['name']!r} is glued twice"
-                keys.add(sb["name"])
-    return keys
-
-
-def _markdown_glue_refs(path) -> set[str]:
-    """Keys used by {glue:...}`key[:fmt]` roles in the notebook's markdown."""
-    import re
-
-    nb = nbformat.read(path, as_version=4)
-    refs = set()
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            refs |= {m.split(":")[0] for m in re.findall(r"\{glue:[a-z]+\}`([^`]+)`", cell.source)}
-    return refs
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +47,10 @@ def test_tsne_notebook(executed, smoke_root):
     emb = pd.read_csv(out / "tables" / "tsne_embedding.csv")
     assert emb.groupby(["model", "feature"]).size().eq(8).all()  # 8 smoke test volumes
     assert (out / "figures" / "tsne.png").stat().st_size > 1000
-    keys = _glue_keys(r.output)
+    keys = set(glued(r.output))
     assert {"n_volumes", "sil_tsne_global_versemi", "sil_tsne_global_baseline", "sil_raw_decoder_versemi",
             "verdict_tsne_global", "data_note"} <= keys
-    assert _markdown_glue_refs(ROOT / "notebooks" / "05_tsne.ipynb") <= keys
+    assert referenced(ROOT / "notebooks" / "05_tsne.ipynb") <= keys
 
 
 def test_failures_notebook(executed, smoke_root):
@@ -91,9 +69,9 @@ def test_failures_notebook(executed, smoke_root):
     assert (out / "tables" / "worst_cases.csv").is_file()
     for fig in ("fidelity_dice", "fidelity_fp", "fidelity_difference", "gallery_full", "gallery_no_laux"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000
-    keys = _glue_keys(r.output)
+    keys = set(glued(r.output))
     assert {"offtarget_fp_voxels_full", "offtarget_fp_voxels_nolaux", "own_dice_full", "own_dice_nolaux",
             "fp_verdict", "n_volumes"} <= keys
-    assert _markdown_glue_refs(ROOT / "notebooks" / "06_failures.ipynb") <= keys
+    assert referenced(ROOT / "notebooks" / "06_failures.ipynb") <= keys
     prov = json.loads((r.output.parent / "run_summary.json").read_text())
     assert prov

@@ -9,6 +9,8 @@ import pandas as pd
 from versemi.experiments import make_config, run_group
 from versemi.realdata import export_la_results, published_la_table, upsample_to
 
+from .notebook_helpers import glued
+
 
 def test_export_writes_every_committed_file(smoke_root, tmp_path):
     prepared = smoke_root / "data" / "smoke" / "prepared"
@@ -49,21 +51,12 @@ def test_la_chapter_renders_the_committed_results(tmp_path):
     """Notebook 08 without the data: it reads results/la-real and glues the headline numbers."""
     from pathlib import Path
 
-    import nbformat
-
     from versemi.book import execute_notebooks
 
     root = Path(__file__).resolve().parents[1]
     res = execute_notebooks(["08_la_real"], "smoke", {}, tmp_path, root=root)
     assert res[0].status == "ok", res[0].error
-    nb = nbformat.read(tmp_path / "08_la_real.ipynb", as_version=4)
-    glued = {}
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            key = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if key:
-                assert key not in glued, f"glue key {key!r} is glued twice (a duplicate-key warning in the book)"
-                glued[key] = out["data"].get("application/papermill.record/text/plain", "")
+    values = glued(tmp_path / "08_la_real.ipynb")  # fails on a key glued twice
     summary = pd.read_csv(root / "results" / "la-real" / "summary.csv")
     full = summary[(summary["method"] == "Fully supervised 100%") & summary["grid"].str.startswith("released")]
-    assert glued["la_dice_full"].strip("'") == f"{100 * full['dice_mean'].iloc[0]:.1f}"
+    assert values["la_dice_full"].strip("'") == f"{100 * full['dice_mean'].iloc[0]:.1f}"
