@@ -46,7 +46,6 @@ import ast
 import contextlib
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -55,6 +54,7 @@ import torch
 from scipy import ndimage
 from torch.nn import functional as F
 
+from bench.train_speed import authors_source, load_authors_vnet
 from versemi.evaluate import case_metrics, sliding_window_predict, window_starts
 from versemi.model import VerSemiNet
 from versemi.train import machine_info
@@ -62,19 +62,12 @@ from versemi.utils import atomic_path, get_device
 
 
 # ----------------------------------------------------------------------------------------- the authors'
-def _authors_source(repo: str, name: str) -> str:
-    p = Path(repo) / name
-    if p.is_file():
-        return p.read_text()
-    return subprocess.check_output(["git", "-C", str(repo), "show", f"HEAD:{name}"], text=True)
-
-
 def load_authors_test_single_case(repo: str):
     """The authors' ``test_single_case`` function, compiled from their ``test_util.py``.
 
     Only that function is taken (the module's other imports, such as their dataset classes and
     torchvision, are not needed by it); it runs in a namespace with the modules it uses."""
-    src = _authors_source(repo, "test_util.py")
+    src = authors_source(repo, "test_util.py")
     tree = ast.parse(src)
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "test_single_case"), None)
     if fn is None:
@@ -82,18 +75,6 @@ def load_authors_test_single_case(repo: str):
     namespace = {"math": math, "np": np, "torch": torch, "F": F}
     exec(compile(ast.Module(body=[fn], type_ignores=[]), f"{repo}/test_util.py", "exec"), namespace)
     return namespace["test_single_case"]
-
-
-def load_authors_vnet(repo: str):
-    import importlib.util
-    import tempfile
-
-    path = Path(tempfile.mkdtemp()) / "vnet_odod_mix.py"
-    path.write_text(_authors_source(repo, "vnet_odod_mix.py"))
-    spec = importlib.util.spec_from_file_location("authors_vnet_odod_mix", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.VNet
 
 
 @contextlib.contextmanager
@@ -374,9 +355,8 @@ def main(argv=None) -> int:
         d, n, tot = _agreement(out_base, other)
         rows.append(dict(what=f"{what}_vs_baseline_max_abs_prob_diff", value=d, n_windows=n_win))
         rows.append(dict(what=f"{what}_vs_baseline_label_voxels_differing", value=n, n_windows=n_win, n_voxels=tot))
-    rows.append(dict(what="fast_vs_paper_label_fraction_differing",
-                     value=sum(int((a[0] != b[0]).sum()) for a, b in zip(out_fast, out_eager)) /
-                     sum(a[0].size for a in out_eager), n_windows=n_fast))
+    _, n_fast_diff, n_vox = _agreement(out_eager, out_fast)
+    rows.append(dict(what="fast_vs_paper_label_fraction_differing", value=n_fast_diff / n_vox, n_windows=n_fast))
     rows = [{"config": cfg, "n_volumes": nv, **r} for r in rows]
     mcfg = f"vol={'x'.join(map(str, volumes[0].shape))} synthetic pair"
     rows += [dict(what="metrics_medpy_dc_jc_hd95_asd", config=mcfg, seconds=t_medpy, ratio=1.0, n_volumes=1),

@@ -34,14 +34,18 @@ from versemi.train import machine_info
 from versemi.utils import atomic_path
 
 
+def authors_source(repo: str, name: str) -> str:
+    """The text of ``name`` in the authors' repository: a checkout, or the HEAD of a bare git mirror."""
+    p = Path(repo) / name
+    if p.is_file():
+        return p.read_text()
+    return subprocess.check_output(["git", "-C", str(repo), "show", f"HEAD:{name}"], text=True)
+
+
 def load_authors_vnet(repo: str):
     """The authors' VNet class from a checkout or a bare mirror of their repository."""
-    repo_p = Path(repo)
-    src = repo_p / "vnet_odod_mix.py"
-    if not src.is_file():
-        code = subprocess.check_output(["git", "-C", str(repo_p), "show", "HEAD:vnet_odod_mix.py"], text=True)
-        src = Path(tempfile.mkdtemp()) / "vnet_odod_mix.py"
-        src.write_text(code)
+    src = Path(tempfile.mkdtemp()) / "vnet_odod_mix.py"
+    src.write_text(authors_source(repo, "vnet_odod_mix.py"))
     spec = importlib.util.spec_from_file_location("authors_vnet", src)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

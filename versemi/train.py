@@ -374,13 +374,12 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
     ``compile``: run the network through ``torch.compile`` (see :func:`versemi.evaluate.sliding_window_predict`).
     ``batch_size``: windows per forward pass; ``None``: 1 for a compiled network on a CPU (the fastest
     there, ``results/bench/eval_speed.csv``), else 8."""
-    from versemi.evaluate import evaluate_cases, summarize
+    from versemi.evaluate import _net_device, evaluate_cases, summarize
 
     run_dir = Path(run_dir)
     net, cfg = load_run_net(run_dir, device=device)
     if batch_size is None:
-        on_cpu = next(net.parameters()).device.type == "cpu"
-        batch_size = 1 if (compile and on_cpu) else 8
+        batch_size = 1 if (compile and _net_device(net).type == "cpu") else 8
     out = {}
     for ds in datasets or cfg.datasets:
         sub = copy.copy(cfg)
