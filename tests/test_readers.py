@@ -263,9 +263,14 @@ def test_real_la_discovery_and_one_case(la_real_dir):
     assert R.find_dataset_root(la_real_dir.parent, "la") == la_real_dir
     assert R.find_dataset_root(la_real_dir, "la") == la_real_dir
     refs = R.list_la(la_real_dir)
-    assert len(refs) == 60 and refs == sorted(refs, key=lambda r: r.name)
+    # follow the folder: every case directory holding the h5 file (the shared copy grew from 60 to 100)
+    on_disk = sorted(p.parent.name for p in (la_real_dir / R.LA_TRAINING_FOLDER).glob("*/mri_norm2.h5"))
+    assert [r.name for r in refs] == on_disk and len(refs) >= 1
     case = refs[0].load()
     assert case.image.ndim == 3 and case.image.shape[2] == 88 and case.label.dtype == np.uint8
     assert set(np.unique(case.label).tolist()) == {0, 1}
     lists = R.read_la_lists(la_real_dir)
-    assert len(lists["train"]) == 40 and len(lists["test"]) == 20
+    listed = {k: [ln.strip() for ln in (la_real_dir / f"{k}.list").read_text().splitlines() if ln.strip()]
+              for k in ("train", "test")}
+    assert [len(lists["train"]), len(lists["test"])] == [len(listed["train"]), len(listed["test"])]
+    assert set(lists["train"]).isdisjoint(lists["test"]) and set(lists["train"]) | set(lists["test"]) <= set(on_disk)
