@@ -57,7 +57,7 @@ from torch.nn import functional as F
 from bench.train_speed import authors_source, load_authors_vnet
 from versemi.evaluate import case_metrics, sliding_window_predict, window_starts
 from versemi.model import VerSemiNet
-from versemi.train import machine_info
+from versemi.provenance import machine as machine_info
 from versemi.utils import atomic_path, get_device
 
 
@@ -205,7 +205,8 @@ def trained_agreement(run_dir: str, data_dir: str, fn, vnet_cls, device, batch_s
     """Authors' routine and network vs the compiled paper protocol on a trained run's test cases."""
     import copy
 
-    from versemi.train import load_run_net, split_cases
+    from versemi.runs import load_run_net
+    from versemi.train import split_cases
 
     net, cfg = load_run_net(run_dir, device=device)
     net.eval()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import eval_speed, train_speed
+from bench import eval_speed, head_costs, train_speed
 
 
 def main(argv=None) -> int:
@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     rc |= eval_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else [])
                           + (["--la-dir", args.la_dir] if args.la_dir else [])) or 0
+    rc |= head_costs.main(["--out", args.out, *extra]) or 0
     return rc
 
 

@@ -30,7 +30,7 @@ from versemi.losses import dice_loss, foreground_prob, supervised_loss
 from versemi.methods import StepContext, get_method
 from versemi.mixing import box_mask, laux_targets, mix
 from versemi.model import VerSemiNet
-from versemi.train import machine_info
+from versemi.provenance import machine as machine_info
 from versemi.utils import atomic_path
 
 

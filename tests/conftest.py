@@ -29,7 +29,7 @@ def la_real_dir() -> Path:
 def smoke_root(tmp_path_factory) -> Path:
     """A session-wide results root with the smoke phantoms prepared under ``<root>/data/smoke/prepared``
     (shared by the notebook tests, so their runs land in one run cache ``<root>/runs``)."""
-    from versemi.experiments import ensure_data
+    from versemi.data.ensure import ensure_data
 
     root = tmp_path_factory.mktemp("smoke_results")
     ensure_data(root / "data", "smoke", seed=2333)

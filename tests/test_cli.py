@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from versemi import cli
 from versemi.cli import main, parse_overrides
 from versemi.utils import VersemiError
 
@@ -62,12 +63,10 @@ def test_unwritable_output_and_disk_full(tmp_path, capsys, monkeypatch):
     else:
         assert rc == 2 and "Permission denied" in capsys.readouterr().err
 
-    import versemi.data.phantoms as ph
-
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out"))
 
-    monkeypatch.setattr(ph, "generate", full)
+    monkeypatch.setattr(cli, "generate", full)   # the command's generator
     assert main(["phantoms", "--out", str(tmp_path / "out"), "--profile", "smoke"]) == 2
     assert "No space left on device" in capsys.readouterr().err
 

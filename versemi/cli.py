@@ -8,11 +8,22 @@ User errors (bad paths/values/files) print one line and exit with code 2; other 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from versemi.utils import VersemiError
+import yaml
 
-DATASETS = ("pancreas", "la", "spleen", "lung")
+from versemi.companion.book import cli_book, cli_run
+from versemi.config import RunConfig, make_config, profile_names
+from versemi.data.ensure import prepared_dir
+from versemi.data.phantoms import generate
+from versemi.data.prepare import prepare
+from versemi.data.registry import ALL_DATASETS
+from versemi.methods import method_names
+from versemi.runs import evaluate_run, get_or_train
+from versemi.utils import VersemiError, get_device
+
+DATASETS = ALL_DATASETS
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -25,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantoms", help="write the embedded phantom datasets in the real raw formats")
     p.add_argument("--out", required=True, help="output folder for the raw phantom datasets")
-    p.add_argument("--profile", default="demo", choices=["smoke", "demo"], help="case counts and volume sizes")
+    p.add_argument("--profile", default="demo", choices=profile_names("phantom"), help="case counts and volume sizes")
     p.add_argument("--dataset", default="all", choices=("all",) + DATASETS)
     _add_common(p)
     p.set_defaults(func=_cmd_phantoms)
@@ -34,14 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="all", choices=("all",) + DATASETS)
     p.add_argument("--src", required=True, help="raw data root (phantoms or real datasets)")
     p.add_argument("--out", required=True, help="output folder for prepared cases and manifest.json")
-    p.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper", "la-real"])
+    p.add_argument("--profile", default="demo", choices=profile_names(),
+                   help="resampling, crop and minimum size (versemi/config.py)")
     p.add_argument("--verify", action="store_true", help="check the raw data first and report all problems")
     _add_common(p)
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("train", help="train one run (cached by config hash; resumes an interrupted run)")
-    p.add_argument("--method", default="versemi", help="sup_only | mean_teacher | uamt | bcp | versemi")
-    p.add_argument("--profile", default="demo", help="smoke | demo | la-real | paper")
+    p.add_argument("--method", default="versemi", help=" | ".join(method_names()))
+    p.add_argument("--profile", default="demo", help=" | ".join(profile_names()) + " (default: demo)")
     p.add_argument("--datasets", default="all", help="comma-separated subset of pancreas,la,spleen,lung, or all")
     p.add_argument("--ratio", type=int, default=10, help="%% of training cases labeled: 10, 20 or 100")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -69,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("book", help="execute every notebook with papermill, then build the Jupyter Book")
-    p.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
+    p.add_argument("--profile", default="demo", choices=profile_names("notebooks"))
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter (YAML value), repeatable")
     p.add_argument("--only", action="append", default=None, metavar="NAME",
@@ -81,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="re-execute a notebook group with other parameters (papermill)")
     p.add_argument("group", help="all, data, train, sota, ablations, tsne, failures, explorer, la")
-    p.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
+    p.add_argument("--profile", default="demo", choices=profile_names("notebooks"))
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--into-book", action="store_true",
                    help="write into book/executed instead of results/executed/<group>-<hash>/")
@@ -94,21 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_book(args) -> int:
-    from versemi.book import cli_book
-
     return cli_book(args)
 
 
 def _cmd_run(args) -> int:
-    from versemi.book import cli_run
-
     return cli_run(args)
 
 
 def parse_overrides(items: list[str]) -> dict:
     """["steps=5", "options.laux=false"] -> {"steps": 5, "options": {"laux": False}} (values as YAML)."""
-    import yaml
-
     out: dict = {}
     for item in items:
         if "=" not in item:
@@ -126,30 +132,19 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def default_data_dir(profile: str) -> str:
-    return f"results/data/{profile}/prepared"
-
-
 def _cmd_phantoms(args) -> int:
-    from versemi.data.phantoms import generate
-
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     generate(args.out, profile=args.profile, seed=args.seed, datasets=datasets)
     return 0
 
 
 def _cmd_prepare(args) -> int:
-    from versemi.data.prepare import prepare
-
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     prepare(datasets, args.src, args.out, profile=args.profile, verify=args.verify, seed=args.seed)
     return 0
 
 
 def _cmd_train(args) -> int:
-    from versemi.experiments import RunConfig, get_or_train, make_config
-    from versemi.utils import get_device
-
     get_device(args.device)  # a forced --device cuda without a GPU fails before anything else
     if args.config:
         cfg = RunConfig.from_yaml(args.config)
@@ -158,17 +153,13 @@ def _cmd_train(args) -> int:
         overrides = parse_overrides(args.overrides)
         cfg = make_config(args.method, args.profile, datasets=datasets, ratio=args.ratio, seed=args.seed,
                           **overrides)
-    data = args.data or default_data_dir(cfg.profile)
+    data = args.data or prepared_dir("results/data", cfg.profile)
     run_dir = get_or_train(cfg, data, args.runs, device=args.device, evaluate=not args.no_eval)
     print(run_dir)
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    import json
-
-    from versemi.train import evaluate_run
-
     summary = evaluate_run(args.run_dir, args.data, split=args.split, device=args.device, lcc=args.lcc,
                            protocol=args.protocol, compile=args.compile, batch_size=args.batch_size)
     print(json.dumps(summary, indent=1, default=float))

@@ -1,6 +1,6 @@
 """Offline browser assets for the VerSemi companion book.
 
-Two roles in one stdlib-only file (Sphinx imports it as a local extension, ``versemi.book``
+Two roles in one stdlib-only file (Sphinx imports it as a local extension, ``versemi.companion.book``
 loads it by path, and it runs as a script):
 
 * ``ensure_assets(root)`` installs the npm packages pinned in ``package-lock.json``

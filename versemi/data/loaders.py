@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from monai.transforms import CenterSpatialCrop, SpatialCrop, SpatialPad
 
+from versemi.data.prepare import load_case, load_manifest
 from versemi.utils import VersemiError
 
 CROPS = ("random", "center", "posneg")
@@ -135,10 +136,9 @@ def load_split_cases(prepared_dir, datasets, ratio, split: str) -> list[dict]:
     """Cases of ``split`` (labeled | unlabeled | unlabeled_train | val | test) of the ``ratio`` (10 | 20)
     setting for ``datasets`` (a name, a list, or 'all'), loaded into memory in manifest order.
 
-    Each dict: name, task, dataset, image (float32 ndarray), label (uint8 ndarray or None), spacing.
+    Each dict: name, task, dataset, image (float32 ndarray), label (uint8 ndarray or None), spacing
+    (hidden labels: :func:`versemi.data.truth.load_cases`).
     """
-    from versemi.data.prepare import load_case, load_manifest
-
     prepared_dir = Path(prepared_dir)
     manifest = load_manifest(prepared_dir)
     if isinstance(datasets, str):

@@ -17,7 +17,7 @@ la         MRI       z-score over the whole volume             never resampled  
 =========  ========  =======================================  ===================  ==========================
 
 * The spleen and lung windows and their 1 mm spacing are **this project's choice**: the authors ship only
-  the case names for these datasets, their preprocessing is unpublished (peer-methods.md section 11.3).
+  the case names for these datasets; their preprocessing is unpublished.
   Soft tissue (-125..275 HU) covers the spleen (~40-60 HU) with its surroundings; the lung window keeps
   parenchyma (~-850 HU) and solid nodules apart.
 * Pancreas follows CoraNet's intent (1 mm, HU window, 25-voxel margin at 1 mm, minimum 96^3) but resamples
@@ -26,9 +26,11 @@ la         MRI       z-score over the whole volume             never resampled  
 * A crop box smaller than the minimum size is first enlarged (centred, inside the volume) so the minimum
   is filled with real context; only a volume smaller than the minimum is padded. (CoraNet pads; at 1 mm
   the pancreas box +- 25 voxels rarely falls below 96, so the two agree on real data.)
-* Profiles ``demo`` / ``smoke`` (phantoms): target spacing = the per-axis median spacing of the dataset's
-  cases (nnU-Net's rule; keeps phantom volumes near their native size while giving every case of a dataset
-  one spacing), minimum size 32 per axis. ``paper`` / ``la-real``: the table above, minimum size 96.
+* The profile's :class:`~versemi.config.PrepareSpec` (``versemi/config.py``) sets the spacing rule, the
+  minimum size, the CT margin and the LA zoom. Profiles ``demo`` / ``smoke`` (phantoms): target spacing = the
+  per-axis median spacing of the dataset's cases (nnU-Net's rule; keeps phantom volumes near their native
+  size while giving every case of a dataset one spacing), minimum size 32 per axis. ``paper``: the table
+  above, minimum size 96; ``la-real``: LA volumes resampled x0.5 (1.25 mm), minimum size 48.
 * Resampling: ``scipy.ndimage.zoom`` (order 1 for images, order 0 for labels and hidden labels) after
   cropping in the native grid. Volumes smaller than the minimum size are padded symmetrically with the
   background value (0 for CT after scaling, the volume minimum for MRI).
@@ -38,8 +40,8 @@ la         MRI       z-score over the whole volume             never resampled  
   excluded from every split when present and listed under ``excluded``.
 
 Outputs: ``out/<dataset>/<name>.h5`` (image float32, label uint8 if labeled, hidden_label uint8 for
-phantoms; attrs task, dataset, spacing, source, preprocessing (JSON), shape [, hidden_legend]) and
-``out/manifest.json``, written last. A run writes into a staging folder and swaps it in at the end, so a
+phantoms; attrs task, dataset, spacing, source, preprocessing (JSON), shape [, hidden_legend: JSON
+{structure: code}]) and ``out/manifest.json``, written last. A run writes into a staging folder and swaps it in at the end, so a
 failure leaves the previous output untouched and no partial files; re-running with the same inputs and
 seed gives byte-identical files.
 """
@@ -54,11 +56,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import h5py
 import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
 
+from versemi.config import get_profile
 from versemi.data import readers
 from versemi.data.readers import KNOWN_DUPLICATES, CaseRef, RawCase
-from versemi.data.registry import DATASETS, authors_split, get_dataset
+from versemi.data.registry import DATASETS, STRUCTURES, authors_split, get_dataset
 from versemi.utils import VersemiError, atomic_write_text
 
 PREP_VERSION = "versemi-prep-1"
@@ -71,31 +77,23 @@ WINDOWS = {"pancreas": (-125.0, 275.0), "spleen": (-125.0, 275.0), "lung": (-100
 BODY_HU = -500.0
 LA_XY_MARGIN = 15  # voxels; the midpoint of UA-MT's random 10-20
 
-PROFILES = {
-    "smoke": {"spacing": "median", "min_size": 32, "margin_mm": 25.0},
-    "demo": {"spacing": "median", "min_size": 32, "margin_mm": 25.0},
-    "paper": {"spacing": (1.0, 1.0, 1.0), "min_size": 96, "margin_mm": 25.0},
-    # the real-LA CPU profile: LA volumes resampled by x0.5 (0.625 -> 1.25 mm), minimum size 48
-    "la-real": {"spacing": (1.0, 1.0, 1.0), "min_size": 48, "margin_mm": 25.0, "la_zoom": 0.5},
-}
-
 
 # ------------------------------------------------------------------------------------- preprocessing
 
 def dataset_params(dataset: str, profile: str, target_spacing) -> dict:
     """The preprocessing parameters of ``dataset`` under ``profile`` (stored in files and manifest)."""
     info = get_dataset(dataset)
-    prof = PROFILES[profile]
+    prof = get_profile(profile).prepare
     p = {"version": PREP_VERSION, "profile": profile, "dataset": dataset, "modality": info.modality,
-         "min_size": prof["min_size"]}
+         "min_size": prof.min_size}
     if info.modality == "CT":
         p.update({"intensity": "clip_scale", "window_hu": list(WINDOWS[dataset]),
                   "target_spacing": [float(s) for s in target_spacing],
-                  "spacing_rule": "median of cases" if prof["spacing"] == "median" else "fixed",
-                  "margin_mm": prof["margin_mm"], "crop": "label bbox +- margin (body HU > -500 if unlabeled)",
+                  "spacing_rule": "median of cases" if prof.spacing == "median" else "fixed",
+                  "margin_mm": prof.margin_mm, "crop": "label bbox +- margin (body HU > -500 if unlabeled)",
                   "resample": "scipy.ndimage.zoom order 1 image / 0 label"})
     else:
-        zoom = prof.get("la_zoom")
+        zoom = prof.la_zoom
         p.update({"intensity": "zscore (whole volume)", "target_spacing": None,
                   "resample": (f"scipy.ndimage.zoom x{zoom} (order 1 image / 0 label)" if zoom else "none"),
                   "crop": f"x/y label bbox +- {LA_XY_MARGIN} voxels (NRRD); UA-MT h5 kept as released"})
@@ -146,8 +144,6 @@ def _pad_to(arr, min_size, value, axes=(0, 1, 2)):
 
 
 def _zoom(arr, factors, order):
-    from scipy import ndimage
-
     if arr is None:
         return None
     out_shape = tuple(max(1, int(round(s * f))) for s, f in zip(arr.shape, factors))
@@ -231,8 +227,6 @@ def preprocess_case(case: RawCase, params: dict) -> tuple[np.ndarray, np.ndarray
 
 def write_case_h5(path: Path, image, label, hidden, attrs: dict) -> None:
     """Write one prepared case (deterministic bytes: no timestamps, fixed attribute order)."""
-    import h5py
-
     kw = {"compression": "gzip", "compression_opts": 4, "track_times": False}
     with h5py.File(path, "w", libver="earliest") as f:
         f.create_dataset("image", data=np.ascontiguousarray(image, dtype=np.float32), **kw)
@@ -300,8 +294,6 @@ def check_case(case: RawCase) -> list[str]:
 
 def verify_raw(datasets, src) -> list[str]:
     """Read every raw case of ``datasets`` and return ALL problems (one line each: file + problem)."""
-    from tqdm.auto import tqdm
-
     problems: list[str] = []
     for ds in datasets:
         try:
@@ -324,13 +316,11 @@ def verify_raw(datasets, src) -> list[str]:
 # ------------------------------------------------------------------------------------------- prepare
 
 def _target_spacing(refs: list[CaseRef], dataset: str, profile: str):
-    rule = PROFILES[profile]["spacing"]
+    rule = get_profile(profile).prepare.spacing
     if DATASETS[dataset].modality != "CT":
         return None
     if rule != "median":
         return tuple(rule)
-    from tqdm.auto import tqdm
-
     sps = [ref.load().spacing for ref in tqdm(refs, desc=f"spacing {dataset}", unit="case", leave=False,
                                               disable=None)]
     return tuple(float(np.round(np.median([s[i] for s in sps]), 4)) for i in range(3))
@@ -347,8 +337,6 @@ def _read_legend(src: Path) -> str | None:
 
 
 def _prepare_dataset(ds: str, src: Path, stage: Path, profile: str, seed: int) -> dict:
-    from tqdm.auto import tqdm
-
     refs = readers.list_raw_cases(src, ds)
     target = _target_spacing(refs, ds, profile)
     params = dataset_params(ds, profile, target or (1.0, 1.0, 1.0))
@@ -393,8 +381,7 @@ def prepare(datasets, src, out, profile: str = "demo", verify: bool = False, see
     datasets = list(dict.fromkeys(datasets))
     for ds in datasets:
         get_dataset(ds)
-    if profile not in PROFILES:
-        raise VersemiError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    get_profile(profile)  # an unknown profile is a VersemiError naming the known ones
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise VersemiError(f"{src}: source folder does not exist")
@@ -458,10 +445,20 @@ def load_manifest(out) -> dict:
     return doc
 
 
-def load_case(path) -> dict:
-    """One prepared case: dict(image, label (None if unlabeled), hidden_label (if any), attrs)."""
-    import h5py
+def decode_legend(raw) -> dict:
+    """The {structure: code} legend of a prepared case's hidden label map, from its ``hidden_legend``
+    attribute (JSON text, bytes or an already decoded dict); a file without one (None) holds the phantom
+    generator's codes, :data:`~versemi.data.registry.STRUCTURES`."""
+    if raw is None:
+        return dict(STRUCTURES)
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    return dict(json.loads(raw)) if isinstance(raw, str) else dict(raw)
 
+
+def load_case(path) -> dict:
+    """One prepared case: dict(image, label (None if unlabeled), hidden_label (uint8 codes, None if the
+    file has none), hidden_legend ({structure: code}, None without hidden labels), attrs)."""
     path = Path(path)
     if not path.is_file():
         raise VersemiError(f"{path}: prepared case file is missing; {_hint(path.parent.parent)}")
@@ -469,9 +466,8 @@ def load_case(path) -> dict:
         with h5py.File(path, "r") as f:
             if "image" not in f:
                 raise VersemiError(f"{path}: prepared case has no 'image' dataset; {_hint(path.parent.parent)}")
-            d = {"image": f["image"][()], "label": f["label"][()] if "label" in f else None}
-            if "hidden_label" in f:
-                d["hidden_label"] = f["hidden_label"][()]
+            d = {"image": f["image"][()], "label": f["label"][()] if "label" in f else None,
+                 "hidden_label": f["hidden_label"][()] if "hidden_label" in f else None}
             attrs = {}
             for k, v in f.attrs.items():
                 attrs[k] = v.tolist() if isinstance(v, np.ndarray) else (v.item() if isinstance(v, np.generic) else v)
@@ -479,6 +475,7 @@ def load_case(path) -> dict:
                 attrs["preprocessing"] = json.loads(attrs["preprocessing"])
             if "hidden_legend" in attrs:
                 attrs["hidden_legend"] = json.loads(attrs["hidden_legend"])
+            d["hidden_legend"] = decode_legend(attrs.get("hidden_legend")) if d["hidden_label"] is not None else None
             d["attrs"] = attrs
     except VersemiError:
         raise

@@ -1,5 +1,5 @@
-"""Bidirectional Copy-Paste (Bai et al., CVPR 2023), after the released LA code
-(see shared/research/peer-methods.md section 6):
+"""Bidirectional Copy-Paste (Bai et al., CVPR 2023), after the released LA code (repository
+DeepMed-Lab-ECNU/BCP, ``code/LA_BCP_train.py``: ``pre_train`` and ``self_train``, ``mix_loss``):
 
 * one box per batch (side = 2/3 of the patch on every axis, uniformly placed; mask 0 inside, 1 outside);
 * stage ``pretrain``: labeled samples only, the two halves cut-mixed with the box; loss (Dice + CE) / 2
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from versemi.mixing import box_mask, mix
 
-from . import Method, StepContext
+from .base import Method, StepContext, register
 
 
 def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -53,8 +53,10 @@ def largest_component_batch(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).to(mask.device).long()
 
 
+@register
 class BCP(Method):
     name = "bcp"
+    display_name = "BCP"
     uses_unlabeled = True
     uses_teacher = True
     default_options = {"mask_ratio": 2 / 3, "u_weight": 0.5, "pretrain_fraction": 2000 / 17000,
@@ -64,9 +66,9 @@ class BCP(Method):
         n_pre = max(1, round(steps * self.options["pretrain_fraction"]))
         return [("pretrain", n_pre), ("selftrain", max(1, steps - n_pre))]
 
-    def on_stage_start(self, stage, net, teacher):
-        if stage == "selftrain" and teacher is not None:
-            teacher.load_state_dict(net.state_dict())
+    def on_stage_start(self, stage, ctx):
+        if stage == "selftrain":
+            ctx.teacher.load_state_dict(ctx.net.state_dict())
 
     def ema_alpha(self, step: int, alpha: float) -> float:
         return alpha  # BCP: plain decay, no warm-up

@@ -9,7 +9,7 @@ import torch
 
 from versemi.losses import supervised_loss
 
-from . import Method, StepContext, sigmoid_rampup
+from .base import Method, StepContext, register, sigmoid_rampup
 
 
 def noisy(x: torch.Tensor, generator: torch.Generator | None = None, std: float = 0.1, clip: float = 0.2):
@@ -31,8 +31,10 @@ def ramp_weight(ctx: StepContext, weight: float, rampup_fraction: float) -> floa
     return weight * sigmoid_rampup(ctx.stage_step, rampup_fraction * ctx.stage_steps)
 
 
+@register
 class MeanTeacher(Method):
     name = "mean_teacher"
+    display_name = "MT"
     uses_unlabeled = True
     uses_teacher = True
     default_options = {"consistency": 0.1, "rampup_fraction": 1.0, "sup_weight": 0.5}

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from versemi.losses import supervised_loss
 
-from . import Method, StepContext
+from .base import Method, StepContext, register
 
 
+@register
 class SupOnly(Method):
     name = "sup_only"
+    display_name = "Sup-only"
     default_options: dict = {}
 
     def step(self, ctx: StepContext, lab: dict, unlab: dict | None):

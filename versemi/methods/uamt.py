@@ -1,5 +1,5 @@
 """Uncertainty-aware Mean Teacher (Yu et al., MICCAI 2019), after the released
-``train_LA_meanteacher_certainty_unlabel.py`` (see shared/research/peer-methods.md section 2):
+``code/train_LA_meanteacher_certainty_unlabel.py`` of the repository yulequan/UA-MT:
 
 * student sees labeled + unlabeled samples; the teacher (EMA, kept in train mode so MC dropout is active;
   the network needs ``dropout > 0``) sees the unlabeled samples with Gaussian noise N(0, 0.1) clipped to
@@ -15,12 +15,14 @@ import math
 
 import torch
 
-from . import Method, StepContext, sigmoid_rampup
+from .base import Method, StepContext, register, sigmoid_rampup
 from .mean_teacher import noisy, ramp_weight, student_pass
 
 
+@register
 class UAMT(Method):
     name = "uamt"
+    display_name = "UA-MT"
     uses_unlabeled = True
     uses_teacher = True
     default_options = {"consistency": 0.1, "rampup_fraction": 1.0, "sup_weight": 0.5, "mc_passes": 8}

@@ -1,4 +1,5 @@
-"""VerSemi (DESIGN.md section 5).
+"""VerSemi (Zeng et al., IEEE TMI), after the paper and the released ``train.py`` / ``vnet_odod_mix.py`` of the
+repository maxwell0027/VerSemi.
 
 Stage ``stage1`` (labeled only; the authors' released run): per labeled batch split into halves a, b,
 
@@ -44,11 +45,13 @@ from versemi.losses import (
 )
 from versemi.mixing import box_mask, laux_targets, mix
 
-from . import Method, StepContext
+from .base import Method, StepContext, register
 
 
+@register
 class VerSemi(Method):
     name = "versemi"
+    display_name = "VerSemi"
     uses_unlabeled = True
     uses_teacher = False
     default_options = {"laux": True, "syn": True, "consistency": True, "stage1_fraction": 0.5,

@@ -1,0 +1,146 @@
+"""versemi.companion.widgets: the static (jslinked) and live explorers and the explorer data."""
+
+import ipywidgets as W
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from versemi.companion import widgets as X
+from versemi.companion.widgets import live_explorer, render_slice_png, slice_indices, static_explorer
+from versemi.config import make_config
+from versemi.data.truth import prompt_truth
+from versemi.evaluate import sliding_window_predict
+from versemi.model import VerSemiNet
+
+
+def _vol():
+    img = np.random.default_rng(0).normal(size=(24, 20, 16)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[6:14, 5:12, 3:13] = 1
+    return img, lab
+
+
+def test_static_explorer_links_slider_and_prompts_in_the_browser():
+    img, lab = _vol()
+    preds = {1: lab, 3: np.zeros_like(lab), 5: lab}
+    w = static_explorer(img, preds, lab, n_slices=5, title="case")
+    head, buttons, slider, outer = w.children
+    assert isinstance(outer, W.Stack) and len(outer.children) == 3
+    assert all(isinstance(s, W.Stack) and len(s.children) == 5 for s in outer.children)
+    links = [x for x in W.Widget.widgets.values() if isinstance(x, W.widget_link.Link)]
+    assert any(ln.source == (slider, "value") and ln.target[0] is outer.children[0] for ln in links)
+    assert any(ln.source == (buttons, "index") and ln.target == (outer, "selected_index") for ln in links)
+    # images differ between slices and between prompts with different predictions
+    pngs = [im.value for im in outer.children[0].children]
+    assert len(set(pngs)) == 5 and pngs[0][:4] == b"\x89PNG"
+    assert outer.children[0].children[2].value != outer.children[1].children[2].value
+
+
+def test_live_explorer_runs_predict_once_per_case_and_prompt():
+    img, lab = _vol()
+    calls = []
+
+    def predict(case, prompt):
+        calls.append((case["name"], prompt))
+        return (lab if prompt == 1 else np.zeros_like(lab)), lab.astype(np.float32)
+
+    w = live_explorer({"pancreas": [{"name": "c1", "image": img, "label": lab, "task": 1}]}, predict)
+    readout = w.children[-1]
+    assert "Dice 1.000" in readout.value
+    slider = w.children[2]
+    slider.value = 3
+    assert calls == [("c1", 1)]  # cached
+    prompt = w.children[1].children[0]
+    prompt.value = 3
+    assert ("c1", 3) in calls and "no reference" in readout.value
+
+
+def test_helpers():
+    assert slice_indices(10, 20) == sorted(set(slice_indices(10, 20)))
+    assert len(slice_indices(100, 9)) == 9
+    img, lab = _vol()
+    assert render_slice_png(img[..., 5], lab[..., 5]) != render_slice_png(img[..., 5])
+    assert X.PROMPTS == (1, 2, 3, 4, 5)
+    assert X.PROMPT_NAMES == {1: "pancreas", 2: "la", 3: "spleen", 4: "lung", 5: "synthetic (Task#5)"}
+
+
+def test_static_explorer_draws_each_prompts_own_truth():
+    img, lab = _vol()
+    other = np.zeros_like(lab)
+    other[2:6, 2:6, 2:14] = 1
+    preds = {1: np.zeros_like(lab), 2: np.zeros_like(lab)}
+    # the same (empty) prediction under both prompts: only the green truth can make the images differ
+    per_prompt = static_explorer(img, preds, labels={1: lab, 2: other}, n_slices=3).children[-1]
+    assert per_prompt.children[0].children[1].value != per_prompt.children[1].children[1].value
+    shared = static_explorer(img, preds, label=lab, n_slices=3).children[-1]
+    no_truth = static_explorer(img, preds, labels={1: lab, 2: None}, n_slices=3).children[-1]
+    # prompt 1 shows the same mask either way; prompt 2 with no known truth draws no contour
+    assert per_prompt.children[0].children[1].value == shared.children[0].children[1].value
+    assert no_truth.children[1].children[1].value != shared.children[1].children[1].value
+
+
+# ------------------------------------------------------------------------------------ explorer data
+@pytest.fixture(scope="module")
+def prepared(smoke_root):
+    return smoke_root / "data" / "smoke" / "prepared"
+
+
+def test_prompt_truth_from_hidden_labels(prepared):
+    cases = X.explorer_cases(prepared, split="test")
+    pan = cases["pancreas"][0]
+    legend = pan["hidden_legend"]
+    own = prompt_truth(pan, 1)
+    assert np.array_equal(own.astype(bool), pan["label"].astype(bool))  # exposed label == hidden target
+    spleen = prompt_truth(pan, 3)
+    assert spleen.any() and np.array_equal(spleen.astype(bool), pan["hidden_label"] == legend["spleen"])
+    assert not prompt_truth(pan, 2).any()  # no left atrium in an abdominal scan: "find nothing"
+    union = prompt_truth(pan, 5).astype(bool)
+    assert np.array_equal(union, own.astype(bool) | spleen.astype(bool))
+    real = {k: v for k, v in pan.items() if k not in ("hidden_label", "hidden_legend")}
+    assert prompt_truth(real, 3) is None and np.array_equal(prompt_truth(real, 1), pan["label"] == 1)
+    scores = X.prompt_scores(pan, {1: own, 2: np.ones_like(own), 3: np.zeros_like(own)}).set_index("prompt")
+    assert scores.loc[1, "dice"] == 1.0 and scores.loc[3, "dice"] == 0.0
+    assert np.isnan(scores.loc[2, "dice"]) and scores.loc[2, "predicted voxels"] == own.size
+    # prompt 5 follows the run's task prompts: a pancreas-only run asks for the own target alone
+    five = {5: own}
+    assert X.prompt_scores(pan, five).loc[0, "dice"] < 1.0
+    assert X.prompt_scores(pan, five, tasks=(1,)).loc[0, "dice"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return VerSemiNet(n_filters=4).eval()
+
+
+@pytest.mark.parametrize("datasets, tasks", [(("pancreas", "la", "spleen", "lung"), (1, 2, 3, 4)),
+                                             (("pancreas",), (1,))])
+def test_explorer_predictions_and_their_views(prepared, net, monkeypatch, datasets, tasks):
+    cfg = make_config("versemi" if len(datasets) > 1 else "sup_only", "smoke", datasets=datasets)
+    monkeypatch.setattr(X, "load_run_net", lambda run_dir, device=None: (net, cfg))
+    items = X.explorer_predictions("unused", prepared)
+    assert [it["case"]["dataset"] for it in items] == ["pancreas", "la", "spleen", "lung"]
+    pan = items[0]
+    assert pan["tasks"] == tasks and sorted(pan["preds"]) == [1, 2, 3, 4, 5]
+    assert pan["probs"][1].dtype == np.float32 and pan["probs"][1].shape == pan["case"]["image"].shape
+    five = pan["scores"].set_index("prompt").loc[5]
+    assert five["truth voxels"] == int(prompt_truth(pan["case"], 5, tasks).sum())
+    own_only = int(pan["case"]["label"].sum())
+    assert (five["truth voxels"] == own_only) == (tasks == (1,))  # the spleen counts in the unified run
+    # one backbone pass per window serves every prompt: the same maps as prompt by prompt
+    lab, _ = sliding_window_predict(net, pan["case"]["image"], 3, patch_size=cfg.eval_patch, stride=cfg.eval_stride)
+    assert np.array_equal(lab, pan["preds"][3])
+    tab = X.static_explorers(items, n_slices=2, caption="smoke")
+    assert len(tab.children) == 4 and tab.titles == ("pancreas", "la", "spleen", "lung")
+    fig = X.plot_prompt_grid(items, title="grid")
+    assert len(fig.axes) == 4 * 5
+    plt.close("all")
+    live = X.live_explorer_for_run("unused", prepared, per_dataset=1)
+    (prompt, _layer), readout = live.children[1].children, live.children[-1]
+    prompt.value = 5
+    assert readout.value.startswith("Dice")

@@ -1,0 +1,31 @@
+"""The cardiac LGE-MRI phantom (Left Atrium dataset)."""
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from versemi.data.phantoms.heart import heart_mri
+from versemi.data.registry import STRUCTURES as S
+
+
+def _draw(seed):
+    with threadpool_limits(limits=1):
+        return heart_mri(np.random.default_rng(seed), (54, 54, 23), (3.6, 3.6, 4.2))
+
+
+def test_heart_atrium_near_the_centre_and_mri_intensities():
+    ph = _draw(0)
+    assert ph.labels.shape == ph.image.shape == (54, 54, 23) and ph.image.dtype == np.float32
+    present = set(np.unique(ph.labels).tolist())
+    for s in ("left_atrium", "myocardium", "lv", "rv", "ra", "aorta", "lung_left", "lung_right"):
+        assert S[s] in present, s
+    la = np.argwhere(ph.labels == S["left_atrium"]).mean(axis=0)
+    centre = (np.array(ph.labels.shape) - 1) / 2
+    assert np.all(np.abs(la - centre) * (3.6, 3.6, 4.2) < 25)  # within 25 mm of the grid centre
+    assert 2 <= len(ph.info["pulmonary_veins"]) <= 4
+    assert ph.image.min() >= 0  # Rician magnitude
+    assert ph.image[ph.labels == S["left_atrium"]].mean() > ph.image[ph.labels == S["myocardium"]].mean()
+
+
+def test_heart_is_deterministic_in_the_generator():
+    a, b = _draw(3), _draw(3)
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.image, b.image)

@@ -1,0 +1,228 @@
+"""Build the Jupyter Book: offline assets, the figures the chapters include, the notebook executions
+(:mod:`versemi.companion.notebooks`) and ``jupyter-book build -W -n``; and the two CLI entry points,
+``versemi book`` (:func:`cli_book`) and ``versemi run`` (:func:`cli_run`).
+
+The book's source directory is the repository root (``_config.yml``, ``_toc.yml``); its pages live in
+``book/`` and the executed notebooks in ``book/executed/``. Sphinx never executes a notebook: it renders
+the outputs papermill stored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from versemi.companion.figures import method_figure, save_figure
+from versemi.companion.notebooks import (
+    BOOK_EXECUTED,
+    NOTEBOOKS,
+    ROOT,
+    RUNS_EXECUTED,
+    Notebook,
+    available,
+    execute_notebooks,
+    params_hash,
+    parse_params,
+    print_summary,
+    select_group,
+)
+from versemi.utils import VersemiError
+
+ASSETS_EXT = Path("book/_ext/versemi_assets.py")
+FIGURES = Path("book/_static/figures")
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# --------------------------------------------------------------------------- assets and figures
+
+
+def _assets_module(root: Path):
+    """``book/_ext/versemi_assets.py``, loaded by path: it is a Sphinx extension and a script (stdlib
+    only), not part of the package."""
+    path = Path(root) / ASSETS_EXT
+    spec = importlib.util.spec_from_file_location("versemi_book_assets", path)
+    if spec is None or not path.is_file():
+        raise VersemiError(f"{path} is missing")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def ensure_assets(root: str | os.PathLike = ROOT) -> Path:
+    """Fetch/copy the offline JS assets (npm ci once) into book/_static/vendor, and draw the figures
+    that the chapters include (book/_static/figures/, generated, not committed)."""
+    ensure_figures(root)
+    mod = _assets_module(Path(root))
+    try:
+        return mod.ensure_assets(Path(root))
+    except mod.AssetError as e:
+        raise VersemiError(str(e)) from e
+
+
+def ensure_figures(root: str | os.PathLike = ROOT) -> Path:
+    """The method overview figure of the intro (``book/_static/figures/method.png``), drawn by
+    :func:`versemi.companion.figures.method_figure` once and saved by its ``save_figure``."""
+    out = Path(root) / FIGURES / "method.png"
+    if not out.is_file():
+        fig = method_figure()
+        try:
+            save_figure(fig, out)
+        finally:
+            plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- jupyter-book
+
+
+def _jupyter_book() -> list[str]:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("jupyter-book")
+    if found:
+        return [found]
+    raise VersemiError("jupyter-book is not installed in this environment (pip install 'jupyter-book>=1.0.4,<2')")
+
+
+def run_jupyter_book(root: str | os.PathLike = ROOT, path_output: str | os.PathLike | None = None,
+                     nitpicky: bool = True, quiet: bool = False) -> tuple[int, list[str]]:
+    """``jupyter-book build <root> -W [-n] --keep-going --all``; returns (exit code, warning lines).
+
+    The output is echoed (unless quiet); the warning/error lines are collected for the summary.
+    """
+    cmd = [*_jupyter_book(), "build", str(root), "-W", "--keep-going", "--all"]
+    if nitpicky:
+        cmd.append("-n")
+    if path_output is not None:
+        cmd += ["--path-output", str(path_output)]
+    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    problems: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if not quiet:
+            sys.stderr.write(line)
+        plain = _ANSI.sub("", line).strip()
+        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", plain) and "Kernel is running over TCP" not in plain:
+            problems.append(plain)
+    return proc.wait(), problems
+
+
+def build_book(
+    profile: str = "demo",
+    params: dict | None = None,
+    build: bool = True,
+    names: Sequence[str | os.PathLike | Notebook] | None = None,
+    *,
+    root: str | os.PathLike = ROOT,
+    path_output: str | os.PathLike | None = None,
+    kernel: str = "python3",
+    timeout: float | None = None,
+    nitpicky: bool = True,
+    quiet: bool = False,
+) -> int:
+    """Execute the notebooks (all registered ones that exist, or ``names``) into book/executed,
+    then build the book with ``jupyter-book build <root> -W -n --keep-going --all`` unless
+    ``build=False``. Prints a summary; returns 0 when every notebook and the build succeeded,
+    else 1, after listing the failures.
+
+    A full run (``names=None``) also removes executed notebooks whose name is no longer registered.
+    ``path_output``: where ``_build/`` goes (default: the root).
+    """
+    root = Path(root).resolve()
+    out_dir = root / BOOK_EXECUTED
+    if build:
+        ensure_assets(root)  # fail fast, before the long part, when npm is unavailable
+    absent = [nb.source for nb in NOTEBOOKS if not (root / nb.source).is_file()]
+    if names is None:
+        names = available(root)
+        if not names:
+            raise VersemiError(f"no registered notebook exists under {root / 'notebooks'}")
+        keep = {nb.name for nb in NOTEBOOKS}
+        for stale in sorted(out_dir.glob("*.ipynb")) if out_dir.is_dir() else []:
+            if stale.stem not in keep:
+                stale.unlink()
+                print(f"removed {stale.relative_to(root)} (no longer registered)", file=sys.stderr)
+    results = execute_notebooks(names, profile, params, out_dir, kernel, root=root, timeout=timeout, quiet=quiet)
+    build_res = None
+    if build:
+        if not quiet:
+            print("building the book ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        build_res = run_jupyter_book(root, path_output=path_output, nitpicky=nitpicky, quiet=quiet)
+        if not quiet:
+            print(f"book build took {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print_summary(results, build_res)
+    if absent:
+        print(f"not written yet (skipped): {', '.join(absent)}")
+    failed = [r for r in results if not r.ok]
+    code = 0
+    if failed:
+        code = 1
+        print("FAILED notebooks (their partial outputs are kept in " f"{out_dir}):")
+        for r in failed:
+            print(f"  {r.name}: {r.error_line}")
+    if build_res is not None and build_res[0] != 0:
+        code = 1
+        print(f"FAILED book build (exit {build_res[0]}):")
+        for line in build_res[1][:20] or ["(no warning line captured; see the output above)"]:
+            print(f"  {line}")
+        if len(build_res[1]) > 20:
+            print(f"  ... and {len(build_res[1]) - 20} more")
+    if code == 0 and build_res is not None:
+        html = Path(path_output or root) / "_build" / "html" / "index.html"
+        print(f"book: {html}")
+    return code
+
+
+# --------------------------------------------------------------------------- CLI glue
+
+
+def cli_book(args) -> int:
+    """``versemi book [--profile P] [--no-build] [--param k=v ...] [--only NAME ...] [--timeout S]``."""
+    return build_book(
+        profile=args.profile,
+        params=parse_params(getattr(args, "param", None)),
+        build=not getattr(args, "no_build", False),
+        names=getattr(args, "only", None) or None,
+        kernel=getattr(args, "kernel", "python3"),
+        timeout=getattr(args, "timeout", None),
+    )
+
+
+def cli_run(args, root: str | os.PathLike = ROOT) -> int:
+    """``versemi run <group> [--profile P] [--param k=v ...] [--into-book] [--out DIR]``.
+
+    Re-executes a notebook group with other parameters into
+    ``results/executed/<group>-<hash of profile+params>/`` (or ``--out``), so the book's copies
+    stay untouched, unless ``--into-book``. ``root``: the repository root the notebooks are taken
+    from (and run in).
+    """
+    root = Path(root)
+    params = parse_params(getattr(args, "param", None))
+    nbs = select_group(args.group, root)
+    if getattr(args, "into_book", False):
+        out = root / BOOK_EXECUTED
+    elif getattr(args, "out", None):
+        out = Path(args.out)
+    else:
+        out = root / RUNS_EXECUTED / f"{args.group}-{params_hash(args.profile, params)}"
+    results = execute_notebooks(nbs, args.profile, params, out, getattr(args, "kernel", "python3"),
+                                root=root, timeout=getattr(args, "timeout", None))
+    print_summary(results)
+    print(f"executed notebooks: {out}")
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"FAILED {r.name}: {r.error_line}")
+    return 1 if failed else 0

@@ -1,0 +1,138 @@
+"""The one provenance record: which code, configuration, tree and machine produced an output.
+
+* :func:`code_fingerprint` — a hash of the code that trains and evaluates a run (the package modules
+  listed in :data:`TRAINING_CODE`, as parsed syntax trees with docstrings removed, so that editing a
+  comment or a docstring keeps the fingerprint while any change of behaviour changes it), combined with
+  the run's resolved configuration when one is given. Every run records it (``DONE.json``); tables built
+  from several runs check that the runs' fingerprints agree (:func:`check_compatible`).
+* :func:`git_state` — the commit of the working tree and whether it was clean.
+* :func:`machine` and :func:`library_versions` — where and with which libraries.
+* :func:`record` — all of the above in one dict, written next to runs, executed notebooks and exported
+  results.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from versemi.utils import VersemiError
+
+PACKAGE = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE.parent
+
+# The package modules whose behaviour decides what a trained and evaluated run contains (paths
+# relative to versemi/; a folder stands for every .py file below it).
+TRAINING_CODE = ("model.py", "losses.py", "mixing.py", "methods", "train.py", "checkpoints.py", "config.py",
+                 "evaluate", "data/loaders.py", "data/registry.py", "runs.py", "utils.py")
+
+LIBRARIES = ("versemi", "torch", "monai", "numpy", "scipy", "h5py", "scikit-image", "pandas", "papermill",
+             "jupyter-book", "myst-nb", "ipywidgets", "ipykernel", "matplotlib")
+
+
+def _code_files(entries=TRAINING_CODE, root: Path = PACKAGE) -> list[Path]:
+    files: list[Path] = []
+    for e in entries:
+        p = Path(root) / e
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    return files
+
+
+def _normalised_source(path: Path) -> str:
+    """The module's syntax tree without docstrings, as text (comments and layout never reach it)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def code_fingerprint(config: Mapping | None = None, entries=TRAINING_CODE, root: str | Path = PACKAGE) -> str:
+    """16 hex digits of the SHA-256 over the normalised sources of ``entries`` (paths under ``root``,
+    the package folder; see the module docstring) and, when given, the resolved ``config`` (a dict, e.g.
+    ``RunConfig.to_dict()``)."""
+    h = hashlib.sha256()
+    for f in _code_files(entries, Path(root)):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(_normalised_source(f).encode())
+    if config is not None:
+        h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def git_state(root: str | Path = REPO_ROOT) -> dict:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the git tree at ``root`` (None when git or
+    the repository is not there; tracked files only decide "dirty")."""
+
+    def git(*args: str) -> str | None:
+        try:
+            p = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def library_versions(names=LIBRARIES) -> dict[str, str | None]:
+    """Installed version of each distribution in ``names`` (None when absent)."""
+    out = {}
+    for d in names:
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            out[d] = None
+    return out
+
+
+def machine() -> dict:
+    """Platform, Python, torch, CPU count and the CUDA device (None without one)."""
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def record(config: Mapping | None = None, root: str | Path = REPO_ROOT) -> dict:
+    """The provenance record: ``code`` (the code fingerprint), ``code_and_config`` (with the resolved
+    ``config``, when given), git state, machine, library versions, Python's command line and the time."""
+    rec = {"code": code_fingerprint()}
+    if config is not None:
+        rec["code_and_config"] = code_fingerprint(config)
+    return {**rec, "git": git_state(root),
+            "machine": machine(), "libraries": library_versions(), "argv": list(sys.argv), "time": now()}
+
+
+def check_compatible(fingerprints: Mapping[str, str | None], what: str = "table") -> str | None:
+    """The one code fingerprint shared by every run of ``fingerprints`` (label -> the ``code`` entry
+    of the run's record; None for a run that has none); a :class:`VersemiError` listing the groups when
+    the runs were trained or evaluated by different code. Runs without a record are ignored; None when
+    no run has one."""
+    groups: dict[str, list[str]] = {}
+    for label, fp in fingerprints.items():
+        if fp:
+            groups.setdefault(fp, []).append(str(label))
+    if len(groups) > 1:
+        parts = "; ".join(f"{fp}: {', '.join(labels)}" for fp, labels in groups.items())
+        raise VersemiError(f"the runs of the {what} were produced by different code (code fingerprints {parts}); "
+                           f"retrain the stale runs (delete their folders) so that one table holds one version "
+                           f"of the code")
+    return next(iter(groups), None)
