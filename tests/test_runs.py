@@ -2,16 +2,24 @@
 per-case table built from config fields, and the code-fingerprint check."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
 
+from versemi import runs as R
 from versemi.cli import main
 from versemi.config import make_config
+from versemi.locks import holder_of
 from versemi.provenance import code_fingerprint
 from versemi.runs import (
     collect_case_metrics,
     done_record,
+    evaluate_run,
     get_or_train,
     is_complete,
     load_run_net,
@@ -22,6 +30,7 @@ from versemi.runs import (
     selected_checkpoint,
     selection_table,
 )
+from versemi.train import CodeChangedWarning
 from versemi.utils import VersemiError
 
 
@@ -89,7 +98,6 @@ def test_case_table_is_built_from_config_fields(run):
 
 
 def test_tables_refuse_runs_of_different_code(run, tmp_path):
-    import shutil
 
     other = tmp_path / run.name
     shutil.copytree(run, other)
@@ -117,3 +125,55 @@ def test_cli_evaluate_compiled_equals_eager(prepared, run, capsys):
     pd.testing.assert_frame_equal(compiled.drop(columns=["seconds"]), eager.drop(columns=["seconds"]),
                                   check_exact=False, atol=1e-6)
     assert '"spleen"' in capsys.readouterr().out
+
+
+def test_two_concurrent_trainings_of_one_run_train_it_once(prepared, tmp_path):
+    """Two `versemi train` of the same config into one run cache: one trains (one TensorBoard event
+    file), the other says whom it waits for and then serves the same finished run."""
+
+    cfg = _cfg(steps=300, ckpt_every=100, val_every=1000)   # long enough for the second to start meanwhile
+    (tmp_path / "cfg.yaml").write_text(cfg.to_yaml())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "versemi.cli", "train", "--config", str(tmp_path / "cfg.yaml"), "--data",
+           str(prepared), "--runs", str(tmp_path / "runs")]
+    run = run_dir_for(cfg, prepared, tmp_path / "runs")
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (holder_of(run) or {}).get("pid") == first.pid and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    out1, err1 = first.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, (err1[-1500:], second.stderr[-1500:])
+    assert out1.strip() == second.stdout.strip() == str(run)
+    assert f"waiting for pid {first.pid}" in second.stderr
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    assert done_record(run)["provenance"]["argv"][1:3] == ["train", "--config"]
+    # without waiting, a busy run is a one-line error naming the holder (exit code 2)
+    busy = subprocess.Popen(cmd[:-1] + [str(tmp_path / "runs2")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    run2 = run_dir_for(cfg, prepared, tmp_path / "runs2")
+    while not (holder_of(run2) or {}).get("pid") == busy.pid and time.time() < deadline + 120:
+        time.sleep(0.05)
+    nowait = subprocess.run(cmd[:-1] + [str(tmp_path / "runs2"), "--no-wait"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    busy.kill()
+    busy.wait()
+    assert nowait.returncode == 2 and f"being written by pid {busy.pid}" in nowait.stderr
+
+
+def test_evaluation_refuses_data_of_another_profile(run, prepared, tmp_path):
+
+    other = tmp_path / "prepared"
+    shutil.copytree(prepared, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["datasets"]["spleen"]["profile"] = "demo"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VersemiError, match=r"spleen was prepared with profile 'demo' but the run was trained "
+                                           r"with profile 'smoke'"):
+        evaluate_run(run, other, progress=False)
+
+
+def test_evaluating_with_other_code_warns_naming_both(run, prepared, monkeypatch):
+    monkeypatch.setattr(R, "code_state", lambda: {"fingerprint": "f" * 16, "commit": "abc", "dirty": False})
+    with pytest.warns(CodeChangedWarning, match=r"other code .*now commit abc \(code f{16}\)"):
+        evaluate_run(run, prepared, progress=False)

@@ -92,6 +92,8 @@ def test_sigkill_then_resume_matches_uninterrupted(prepared, tmp_path):
     assert not is_complete(run)
     done = subprocess.run(cmd + [str(tmp_path / "killed")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    # the killed holder's lock is taken over with a warning naming it, and training resumed
+    assert f"taking over the lock of pid {proc.pid}" in done.stderr
     ref = subprocess.run(cmd + [str(tmp_path / "ref")], env=env, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
     ref_run = run_dir_for(cfg, prepared, tmp_path / "ref")

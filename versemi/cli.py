@@ -14,6 +14,7 @@ import sys
 import yaml
 
 from versemi.companion.book import cli_book, cli_run
+from versemi.companion.notebooks import groups
 from versemi.config import RunConfig, make_config, profile_names
 from versemi.data.ensure import prepared_dir
 from versemi.data.phantoms import generate
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="demo", choices=profile_names(),
                    help="resampling, crop and minimum size (versemi/config.py)")
     p.add_argument("--verify", action="store_true", help="check the raw data first and report all problems")
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit with code 2, naming the holder, when another process is writing the same output")
     _add_common(p)
     p.set_defaults(func=_cmd_prepare)
 
@@ -63,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="results/runs", help="run cache root (default: results/runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit with code 2, naming the holder, when another process is writing the same output")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 
@@ -89,10 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-build", action="store_true", help="execute the notebooks, do not build the book")
     p.add_argument("--timeout", type=float, default=None, help="seconds per notebook cell (default: none)")
     p.add_argument("--kernel", default="python3")
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit with code 2, naming the holder, when another process is writing the same output")
     p.set_defaults(func=_cmd_book)
 
     p = sub.add_parser("run", help="re-execute a notebook group with other parameters (papermill)")
-    p.add_argument("group", help="all, data, train, sota, ablations, tsne, failures, explorer, la")
+    p.add_argument("group", help=", ".join(groups()))
     p.add_argument("--profile", default="demo", choices=profile_names("notebooks"))
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--into-book", action="store_true",
@@ -100,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: results/executed/<group>-<hash>/)")
     p.add_argument("--timeout", type=float, default=None)
     p.add_argument("--kernel", default="python3")
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit with code 2, naming the holder, when another process is writing the same output")
     p.set_defaults(func=_cmd_run)
 
     return parser
@@ -140,7 +149,8 @@ def _cmd_phantoms(args) -> int:
 
 def _cmd_prepare(args) -> int:
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
-    prepare(datasets, args.src, args.out, profile=args.profile, verify=args.verify, seed=args.seed)
+    prepare(datasets, args.src, args.out, profile=args.profile, verify=args.verify, seed=args.seed,
+            wait=not args.no_wait)
     return 0
 
 
@@ -154,7 +164,7 @@ def _cmd_train(args) -> int:
         cfg = make_config(args.method, args.profile, datasets=datasets, ratio=args.ratio, seed=args.seed,
                           **overrides)
     data = args.data or prepared_dir("results/data", cfg.profile)
-    run_dir = get_or_train(cfg, data, args.runs, device=args.device, evaluate=not args.no_eval)
+    run_dir = get_or_train(cfg, data, args.runs, device=args.device, evaluate=not args.no_eval, wait=not args.no_wait)
     print(run_dir)
     return 0
 

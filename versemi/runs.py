@@ -26,11 +26,13 @@ import torch
 
 from versemi.checkpoints import BEST, LAST, load_checkpoint
 from versemi.config import RunConfig
+from versemi.data.prepare import load_manifest
 from versemi.data.registry import DATASETS
 from versemi.evaluate import evaluate_cases, net_device, summarize
+from versemi.locks import folder_lock
 from versemi.methods import get_method
 from versemi.provenance import check_compatible, record
-from versemi.train import split_cases, train
+from versemi.train import code_state, split_cases, train, warn_if_code_changed
 from versemi.utils import VersemiError, atomic_write_text, get_device
 
 DONE = "DONE.json"
@@ -55,14 +57,22 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def get_or_train(cfg: RunConfig, prepared_dir: str | Path, runs_root: str | Path = "results/runs",
-                 device: str | None = None, progress: bool = True, evaluate: bool = True) -> Path:
+                 device: str | None = None, progress: bool = True, evaluate: bool = True, wait: bool = True) -> Path:
     """The folder of a complete run of ``cfg``; trains (resuming if possible) and evaluates only what is
-    missing."""
+    missing.
+
+    One process at a time trains a run folder (``versemi/locks.py``): a second one asking for the same run
+    waits for the first and then serves its result (``wait=False``: a :class:`~versemi.locks.LockBusy`
+    naming the holder); a holder that was killed is taken over with a warning and the run resumes from
+    its last checkpoint."""
     run_dir = run_dir_for(cfg, prepared_dir, runs_root)
     if is_complete(run_dir):
         return run_dir
-    train(cfg, prepared_dir, run_dir, device=device, progress=progress)
-    finish_run(run_dir, prepared_dir, device=device, evaluate=evaluate, progress=progress)
+    with folder_lock(run_dir, "run", wait=wait):
+        if is_complete(run_dir):   # finished by the process we waited for
+            return run_dir
+        train(cfg, prepared_dir, run_dir, device=device, progress=progress)
+        finish_run(run_dir, prepared_dir, device=device, evaluate=evaluate, progress=progress)
     return run_dir
 
 
@@ -156,6 +166,9 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
     there, ``results/bench/eval_speed.csv``), else 8."""
     run_dir = Path(run_dir)
     net, cfg = load_run_net(run_dir, device=device)
+    check_same_preparation(cfg, prepared_dir, datasets or cfg.datasets)
+    state = load_checkpoint(run_dir)
+    warn_if_code_changed(state.get("code") if state else None, code_state(), f"{run_dir}: evaluating")
     if batch_size is None:
         batch_size = 1 if (compile and net_device(net).type == "cpu") else 8
     out = {}
@@ -172,6 +185,18 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
                             batch_size=batch_size)
         out[ds] = summarize(df)
     return out
+
+
+def check_same_preparation(cfg: RunConfig, prepared_dir, datasets) -> None:
+    """A run is evaluated only on data prepared with its own profile (same resampling, crop and size):
+    a :class:`VersemiError` naming both profiles otherwise."""
+    entries = load_manifest(prepared_dir)["datasets"]
+    for ds in datasets:
+        prof = entries.get(ds, {}).get("profile")
+        if prof is not None and prof != cfg.profile:
+            raise VersemiError(f"{prepared_dir}: {ds} was prepared with profile {prof!r} but the run was trained "
+                               f"with profile {cfg.profile!r}; evaluate it on data prepared with `versemi prepare "
+                               f"--profile {cfg.profile}`")
 
 
 # ---------------------------------------------------------------------------------- reading results

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,9 +46,11 @@ from versemi.config import RunConfig
 from versemi.data.loaders import PatchSampler, load_split_cases
 from versemi.evaluate import case_metrics, sliding_window_predict
 from versemi.methods import NUM_TASKS, Method, StepContext, TrainingDiverged, get_method
+from versemi.provenance import code_fingerprint, git_state
 from versemi.utils import VersemiError, atomic_path, atomic_write_text, get_device, seed_everything
 
-__all__ = ["train", "split_cases", "validate", "ema_update", "step_seed", "locate_stage", "TrainingDiverged"]
+__all__ = ["train", "split_cases", "validate", "ema_update", "step_seed", "locate_stage", "TrainingDiverged",
+           "CodeChangedWarning", "code_state", "warn_if_code_changed"]
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -94,6 +97,25 @@ def _init_distributed(device: torch.device) -> bool:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         return True
     return False
+
+
+class CodeChangedWarning(UserWarning):
+    """A run is resumed or evaluated by other code than the code that trained it."""
+
+
+def code_state() -> dict:
+    """The fingerprint of the training code and the git state of the tree (stored in checkpoints)."""
+    return {"fingerprint": code_fingerprint(), **git_state()}
+
+
+def warn_if_code_changed(recorded: dict | None, current: dict, what: str) -> None:
+    """Warn, naming both commits and fingerprints, when ``recorded`` (a checkpoint's :func:`code_state`)
+    is not the ``current`` code. Checkpoints written before code states were recorded pass silently."""
+    if recorded and recorded.get("fingerprint") != current.get("fingerprint"):
+        warnings.warn(f"{what} with other code than the code that trained it: trained by commit "
+                      f"{recorded.get('commit')} (code {recorded.get('fingerprint')}), now commit "
+                      f"{current.get('commit')} (code {current.get('fingerprint')}); the results mix both",
+                      CodeChangedWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- data
@@ -148,6 +170,7 @@ class _Run:
     best: dict = field(default_factory=lambda: {"score": -1.0, "step": -1})
     start: int = 0
     elapsed_before: float = 0.0
+    code: dict = field(default_factory=dict)   # the code that trains: fingerprint and git state
 
     @property
     def total(self) -> int:
@@ -178,7 +201,7 @@ def _setup(cfg: RunConfig, prepared_dir, run_dir: Path, dev: torch.device, rank:
                              crop=cfg.crop_unlabeled, stream=20 + rank, labeled=False)
     val_split = {"val": "val", "test": "test", "last": None}[cfg.selection]
     val_cases = split_cases(cfg, prepared_dir, val_split) if (val_split and rank == 0) else []
-    return _Run(cfg=cfg, run_dir=run_dir, dev=dev, rank=rank, world=world, method=method, nets=nets,
+    return _Run(code=code_state(), cfg=cfg, run_dir=run_dir, dev=dev, rank=rank, world=world, method=method, nets=nets,
                 optimizers=optimizers, stages=method.stages(cfg.steps), lab=lab, unlab=unlab, val_cases=val_cases)
 
 
@@ -198,6 +221,7 @@ def _resume(run: _Run) -> None:
     run.method.load_state_dict(state.get("method") or {})
     run.rows, run.val_rows, run.best, run.start = state["rows"], state["val_rows"], state["best"], state["step"]
     run.elapsed_before = float(state.get("elapsed", 0.0))
+    warn_if_code_changed(state.get("code"), run.code, f"{run.run_dir}: resuming")
 
 
 def _context(run: _Run, step: int) -> StepContext:
@@ -254,7 +278,8 @@ def _checkpoint(run: _Run, step: int, elapsed: float) -> None:
         "nets": {k: v.state_dict() for k, v in run.nets.items()},
         "optimizers": {k: v.state_dict() for k, v in run.optimizers.items()},
         "method": run.method.state_dict(),
-        "step": step + 1, "rows": run.rows, "val_rows": run.val_rows, "best": run.best, "elapsed": elapsed})
+        "step": step + 1, "rows": run.rows, "val_rows": run.val_rows, "best": run.best, "elapsed": elapsed,
+        "code": run.code})
     write_logs(run.run_dir, run.rows, run.val_rows)
 
 

@@ -131,6 +131,7 @@ def build_book(
     timeout: float | None = None,
     nitpicky: bool = True,
     quiet: bool = False,
+    wait: bool = True,
 ) -> int:
     """Execute the notebooks (all registered ones that exist, or ``names``) into book/executed,
     then build the book with ``jupyter-book build <root> -W -n --keep-going --all`` unless
@@ -154,7 +155,8 @@ def build_book(
             if stale.stem not in keep:
                 stale.unlink()
                 print(f"removed {stale.relative_to(root)} (no longer registered)", file=sys.stderr)
-    results = execute_notebooks(names, profile, params, out_dir, kernel, root=root, timeout=timeout, quiet=quiet)
+    results = execute_notebooks(names, profile, params, out_dir, kernel, root=root, timeout=timeout, quiet=quiet,
+                                wait=wait)
     build_res = None
     if build:
         if not quiet:
@@ -198,6 +200,7 @@ def cli_book(args) -> int:
         names=getattr(args, "only", None) or None,
         kernel=getattr(args, "kernel", "python3"),
         timeout=getattr(args, "timeout", None),
+        wait=not getattr(args, "no_wait", False),
     )
 
 
@@ -219,7 +222,8 @@ def cli_run(args, root: str | os.PathLike = ROOT) -> int:
     else:
         out = root / RUNS_EXECUTED / f"{args.group}-{params_hash(args.profile, params)}"
     results = execute_notebooks(nbs, args.profile, params, out, getattr(args, "kernel", "python3"),
-                                root=root, timeout=getattr(args, "timeout", None))
+                                root=root, timeout=getattr(args, "timeout", None),
+                                wait=not getattr(args, "no_wait", False))
     print_summary(results)
     print(f"executed notebooks: {out}")
     failed = [r for r in results if not r.ok]

@@ -35,6 +35,7 @@ import yaml
 from papermill.exceptions import PapermillExecutionError
 
 from versemi.config import profile_names
+from versemi.locks import folder_lock
 from versemi.provenance import now, record
 from versemi.utils import VersemiError, atomic_path, atomic_write_text
 
@@ -357,6 +358,7 @@ def execute_notebooks(
     data_dir: str | os.PathLike | None = None,
     timeout: float | None = None,
     quiet: bool = False,
+    wait: bool = True,
 ) -> list[Result]:
     """Execute notebooks with papermill into ``out_dir`` (relative paths are relative to ``root``).
 
@@ -372,6 +374,8 @@ def execute_notebooks(
     execution (papermill's error cell marks the failing cell) and gets a "FAILED" record box.
     ``run_summary.json`` and ``provenance.json`` in ``out_dir`` are updated atomically.
     timeout: seconds per cell (None: no limit).
+    One process at a time writes ``out_dir`` (``versemi/locks.py``): a second one waits for it
+    (``wait=False``: a ``LockBusy`` naming the holder).
     """
     root = Path(root).resolve()
     out_dir = Path(out_dir)
@@ -400,6 +404,13 @@ def execute_notebooks(
             f"parameter(s) {', '.join(unknown)} not declared by any of {', '.join(declared)}; "
             f"declared: {', '.join(known) or 'none'}"
         )
+    with folder_lock(out_dir, "executed notebooks", wait=wait):
+        return _execute_all(todo, declared, standard, params, profile, out_dir, kernel, root, timeout, quiet)
+
+
+def _execute_all(todo, declared, standard, params, profile, out_dir: Path, kernel, root: Path, timeout,
+                 quiet) -> list[Result]:
+    """The execution loop of :func:`execute_notebooks` (under the folder lock) and its records."""
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = record(root=root)
     git = provenance["git"]

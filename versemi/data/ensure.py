@@ -12,6 +12,7 @@ from versemi.config import get_profile
 from versemi.data.phantoms import generate
 from versemi.data.prepare import prepare
 from versemi.data.registry import ALL_DATASETS
+from versemi.locks import folder_lock
 from versemi.utils import VersemiError
 
 
@@ -25,7 +26,7 @@ def ensure_data(data_dir: str | Path = "results/data", profile: str = "demo", se
 
     For a phantom profile the phantoms are generated and prepared when the folder is missing; for a
     real-data profile (paper, la-real) it must have been prepared with ``versemi prepare`` (a
-    :class:`VersemiError` says how).
+    :class:`VersemiError` says how). Concurrent callers generate the data once (a folder lock).
     """
     prof = get_profile(profile)
     prepared = prepared_dir(data_dir, profile)
@@ -35,6 +36,8 @@ def ensure_data(data_dir: str | Path = "results/data", profile: str = "demo", se
         raise VersemiError(f"{prepared}: no prepared data for profile {profile!r}; run `versemi prepare "
                            f"--src <your raw data> --out {prepared} --profile {profile}` first")
     root = Path(data_dir) / profile
-    generate(root / "raw", profile=profile, seed=seed)
-    prepare(ALL_DATASETS, root / "raw", prepared, profile=profile, seed=seed)
+    with folder_lock(root, "phantom data"):   # two notebooks starting at once generate it once
+        if not (prepared / "manifest.json").is_file():
+            generate(root / "raw", profile=profile, seed=seed)
+            prepare(ALL_DATASETS, root / "raw", prepared, profile=profile, seed=seed)
     return prepared

@@ -65,6 +65,7 @@ from versemi.config import get_profile
 from versemi.data import readers
 from versemi.data.readers import KNOWN_DUPLICATES, CaseRef, RawCase
 from versemi.data.registry import DATASETS, STRUCTURES, authors_split, get_dataset
+from versemi.locks import folder_lock
 from versemi.utils import VersemiError, atomic_write_text
 
 PREP_VERSION = "versemi-prep-1"
@@ -370,11 +371,14 @@ def _prepare_dataset(ds: str, src: Path, stage: Path, profile: str, seed: int) -
             "val_rule": splits["val_rule"]}
 
 
-def prepare(datasets, src, out, profile: str = "demo", verify: bool = False, seed: int = 2333) -> Path:
+def prepare(datasets, src, out, profile: str = "demo", verify: bool = False, seed: int = 2333,
+            wait: bool = True) -> Path:
     """Preprocess ``datasets`` found under ``src`` into ``out``; returns the path of ``out/manifest.json``.
 
     ``verify=True`` first reads every raw case and raises ONE VersemiError listing all problems before
     anything is written. Datasets already prepared in ``out`` and not named here are kept in the manifest.
+    One process at a time writes ``out`` (``versemi/locks.py``; ``wait=False``: a ``LockBusy`` naming the
+    holder instead of waiting).
     """
     if isinstance(datasets, str):
         datasets = list(DATASETS) if datasets == "all" else [datasets]
@@ -390,6 +394,12 @@ def prepare(datasets, src, out, profile: str = "demo", verify: bool = False, see
         if problems:
             raise VersemiError(f"{len(problems)} problem(s) in the raw data under {src}:\n"
                                + "\n".join(f"  - {p}" for p in problems))
+    with folder_lock(out, "prepared data", wait=wait):
+        return _prepare_into(datasets, src, out, profile, seed)
+
+
+def _prepare_into(datasets: list[str], src: Path, out: Path, profile: str, seed: int) -> Path:
+    """The writing part of :func:`prepare` (under the folder lock)."""
     previous = {}
     with contextlib.suppress(VersemiError):
         previous = load_manifest(out)["datasets"]
