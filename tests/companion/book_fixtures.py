@@ -82,6 +82,17 @@ def failing_notebook(path: Path) -> Path:
     return _write(nb, path)
 
 
+def dying_notebook(path: Path) -> Path:
+    """A notebook whose kernel is killed (SIGKILL, as the out-of-memory killer does) in its second cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("n: int = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
+        nbformat.v4.new_code_cell("print('never reached')"),
+    ]
+    return _write(nb, path)
+
+
 def copy_sources(dst: Path, with_book: bool = True) -> Path:
     """A minimal copy of the repository for the book: config, pages, assets, and the example notebook
     as ``notebooks/<EXAMPLE>.ipynb``."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from tests.companion.book_fixtures import EXAMPLE, ROOT, example_notebook
+from tests.companion.book_fixtures import EXAMPLE, ROOT, dying_notebook, example_notebook
 from versemi.companion import notebooks
 from versemi.config import profile_names
 from versemi.utils import VersemiError
@@ -72,3 +72,13 @@ def test_undeclared_parameter_is_an_error_before_anything_runs(tmp_path):
     with pytest.raises(VersemiError, match="given twice"):
         notebooks.execute_notebooks([example, example], "smoke", None, tmp_path / "out", root=ROOT)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dying_kernel_is_a_failed_notebook_and_the_others_still_run(tmp_path):
+    dying = dying_notebook(tmp_path / "src" / "00_dying.ipynb")
+    example = example_notebook(tmp_path / "src" / f"{EXAMPLE}.ipynb")
+    results = notebooks.execute_notebooks([dying, example], "smoke", None, tmp_path / "out", root=ROOT,
+                                          timeout=120, quiet=True)
+    assert [r.status for r in results] == ["failed", "ok"]
+    assert "DeadKernelError" in results[0].error_line or "died" in results[0].error_line.lower()
+    assert (tmp_path / "out" / "00_dying.ipynb").is_file() and (tmp_path / "out" / f"{EXAMPLE}.ipynb").is_file()
