@@ -196,3 +196,9 @@ def test_notebook_cells_define_no_functions():
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
                     bad.append(f"{nb.name} cell {i}: {type(node).__name__}")
     assert not bad, bad
+
+
+def test_docstrings_refer_only_to_files_inside_the_repository():
+    bad = [str(p.relative_to(ROOT)) for p in MODULES.values()
+           if any(s in p.read_text() for s in ("DESIGN.md", "../shared", "shared/research", "peer-methods.md"))]
+    assert not bad, bad

@@ -1,4 +1,5 @@
-"""Losses of VerSemi (DESIGN.md section 5).
+"""Losses of VerSemi, after the paper and the released ``utils1/losses.py`` and ``train.py`` of the repository
+maxwell0027/VerSemi.
 
 Shapes: ``logits`` (B, 2, D, H, W); probabilities of the foreground ``prob`` (B, D, H, W);
 labels ``y`` (B, D, H, W) in {0, 1} (any integer/bool/float dtype); soft targets allowed where noted.

@@ -1,4 +1,5 @@
-"""CutMix box masks and the mixing of images, labels and task targets (DESIGN.md section 5).
+"""CutMix box masks and the mixing of images, labels and task targets, after the released ``train.py`` of
+the repository maxwell0027/VerSemi (a cube of side ratio x patch per sample, or one per batch as BCP).
 
 Conventions (as the authors'): a mask ``M`` is 1 outside one cube and 0 inside it;
 ``mix(a, b, M) = a * M + b * (1 - M)``, i.e. the cube shows ``b``.
