@@ -1,9 +1,13 @@
 """Checkpoint files: atomic writes, the fallback to prev.pt, the old one-network layout."""
 
+import errno
+
 import pytest
 import torch
 
+from versemi import checkpoints as C
 from versemi.checkpoints import LAST, PREV, load_checkpoint, rotate, save_checkpoint
+from versemi.utils import VersemiError
 
 
 def test_corrupt_last_falls_back_to_previous(tmp_path):
@@ -22,7 +26,7 @@ def test_a_failed_write_leaves_no_file(tmp_path):
         def __reduce__(self):
             raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(VersemiError, match=r"last.pt: cannot write the checkpoint \(RuntimeError: boom\)"):
         save_checkpoint(tmp_path / LAST, {"x": Boom()})
     assert list(tmp_path.iterdir()) == []
 
@@ -32,3 +36,17 @@ def test_one_network_checkpoints_are_upgraded(tmp_path):
     save_checkpoint(tmp_path / LAST, {"net": w, "opt": {"state": {}}, "teacher": w, "step": 5})
     st = load_checkpoint(tmp_path)
     assert set(st["nets"]) == {"net", "teacher"} and st["optimizers"] == {"net": {"state": {}}} and st["step"] == 5
+
+
+def test_disk_full_while_checkpointing_keeps_the_current_checkpoint(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / LAST, {"nets": {"net": {}}, "optimizers": {}, "step": 4}, keep_previous=True)
+
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(C.torch, "save", full)
+    with pytest.raises(VersemiError, match=r"last.pt: cannot write the checkpoint \(OSError: .*No space left"):
+        save_checkpoint(tmp_path / LAST, {"nets": {"net": {}}, "optimizers": {}, "step": 6}, keep_previous=True)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["step"] == 4 and not (tmp_path / PREV).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LAST]

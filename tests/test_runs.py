@@ -177,3 +177,13 @@ def test_evaluating_with_other_code_warns_naming_both(run, prepared, monkeypatch
     monkeypatch.setattr(R, "code_state", lambda: {"fingerprint": "f" * 16, "commit": "abc", "dirty": False})
     with pytest.warns(CodeChangedWarning, match=r"other code .*now commit abc \(code f{16}\)"):
         evaluate_run(run, prepared, progress=False)
+
+
+def test_out_of_memory_in_evaluation_names_the_windows_per_call(run, prepared, monkeypatch):
+    def oom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(R, "evaluate_cases", oom)
+    with pytest.raises(VersemiError, match=r"out of memory evaluating spleen \(8 windows of \[32, 32, 32\] per call\); "
+                                           r"use `versemi evaluate --batch-size 1`"):
+        evaluate_run(run, prepared, progress=False)

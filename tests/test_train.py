@@ -17,7 +17,7 @@ from versemi.config import make_config
 from versemi.losses import supervised_loss
 from versemi.methods import Method, build_optimizer, register, unregister
 from versemi.runs import is_complete, run_dir_for
-from versemi.train import TrainingDiverged, train
+from versemi.train import OutOfMemory, TrainingDiverged, train
 from versemi.utils import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,45 @@ def test_non_finite_loss_stops_with_step_and_term(prepared, tmp_path, monkeypatc
     with pytest.raises(TrainingDiverged, match=r"non-finite loss at step 3 .*terms: loss, sup"):
         train(_cfg("sup_only", ckpt_every=1), prepared, run, progress=False)
     assert load_checkpoint(run)["step"] == 3  # the last good checkpoint is kept
+
+
+def test_out_of_memory_names_the_knobs_and_keeps_the_checkpoint(prepared, tmp_path, monkeypatch):
+    from versemi.methods import sup_only
+
+    orig = sup_only.SupOnly.step
+
+    def oom(self, ctx, lab, unlab):
+        if ctx.step == 3:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 8589934592 bytes")
+        return orig(self, ctx, lab, unlab)
+
+    monkeypatch.setattr(sup_only.SupOnly, "step", oom)
+    run = tmp_path / "oom"
+    with pytest.raises(OutOfMemory, match=r"out of memory in training at step 3 \(batch_size=2 labeled .*patch=\[32, 32, 32\]"
+                                          r".*--set batch_size=2"):
+        train(_cfg("sup_only", ckpt_every=1), prepared, run, progress=False)
+    assert load_checkpoint(run)["step"] == 3
+
+
+OOM_SCRIPT = """
+import resource, sys
+from versemi.config import make_config
+from versemi.train import train
+cfg = make_config("sup_only", "smoke", datasets=("la",), steps=2, patch=(96, 96, 96), batch_size=8, n_filters=16,
+                  val_every=100, ckpt_every=100)
+vm = [int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmSize")][0]
+resource.setrlimit(resource.RLIMIT_AS, (vm + 1_500_000_000, resource.RLIM_INFINITY))
+train(cfg, sys.argv[1], sys.argv[2], progress=False)
+"""
+
+
+def test_a_real_allocation_failure_under_an_address_space_limit(prepared, tmp_path):
+    (tmp_path / "oom.py").write_text(OOM_SCRIPT)
+    res = subprocess.run([sys.executable, str(tmp_path / "oom.py"), str(prepared), str(tmp_path / "run")],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "OutOfMemory" in res.stderr and "reduce them" in res.stderr, res.stderr[-2000:]
 
 
 def test_sigkill_then_resume_matches_uninterrupted(prepared, tmp_path):

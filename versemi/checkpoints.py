@@ -13,15 +13,27 @@ from pathlib import Path
 
 import torch
 
-from versemi.utils import atomic_path
+from versemi.utils import VersemiError, atomic_path
 
 LAST, PREV, BEST = "last.pt", "prev.pt", "best.pt"
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save(state)`` to ``path`` through a temporary file (never half-written)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def save_checkpoint(path: Path, state: dict, keep_previous: bool = False) -> None:
+    """``torch.save(state)`` to ``path`` through a temporary file (never half-written).
+
+    ``keep_previous``: once the new file is completely written, the current ``path`` becomes
+    ``prev.pt`` (so a failed write never costs the current checkpoint). A failed write (disk full,
+    unwritable folder) is a :class:`VersemiError` naming the file; the existing checkpoints stay as they
+    were."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+            if keep_previous:
+                rotate(path.parent)
+    except (OSError, RuntimeError) as e:
+        raise VersemiError(f"{path}: cannot write the checkpoint ({type(e).__name__}: {e}); the previous "
+                           f"checkpoint is kept") from None
 
 
 def _upgrade(state: dict) -> dict:

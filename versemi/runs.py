@@ -32,7 +32,7 @@ from versemi.evaluate import evaluate_cases, net_device, summarize
 from versemi.locks import folder_lock
 from versemi.methods import get_method
 from versemi.provenance import check_compatible, record
-from versemi.train import code_state, split_cases, train, warn_if_code_changed
+from versemi.train import OutOfMemory, code_state, is_out_of_memory, split_cases, train, warn_if_code_changed
 from versemi.utils import VersemiError, atomic_write_text, get_device
 
 DONE = "DONE.json"
@@ -179,10 +179,17 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
         task = cases[0]["task"] if cases else None
         tuples = ((c["name"], c["image"], c["label"], c.get("spacing")) for c in cases)
         suffix = "" if protocol in (None, cfg.eval_protocol) else f"_{protocol}"
-        df = evaluate_cases(net, tuples, int(task), run_dir / "eval" / f"{split}_{ds}{suffix}.csv",
-                            patch_size=cfg.eval_patch, stride=cfg.eval_stride,
-                            protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress, compile=compile,
-                            batch_size=batch_size)
+        try:
+            df = evaluate_cases(net, tuples, int(task), run_dir / "eval" / f"{split}_{ds}{suffix}.csv",
+                                patch_size=cfg.eval_patch, stride=cfg.eval_stride,
+                                protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress, compile=compile,
+                                batch_size=batch_size)
+        except Exception as e:  # noqa: BLE001 - only an allocation failure is translated
+            if is_out_of_memory(e):
+                raise OutOfMemory(f"{run_dir}: out of memory evaluating {ds} ({batch_size} windows of "
+                                  f"{list(cfg.eval_patch)} per call); use `versemi evaluate --batch-size 1` "
+                                  f"(fewer windows per call) or a machine with more memory") from None
+            raise
         out[ds] = summarize(df)
     return out
 

@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from versemi.checkpoints import BEST, LAST, load_checkpoint, rotate, save_checkpoint
+from versemi.checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
 from versemi.config import RunConfig
 from versemi.data.loaders import PatchSampler, load_split_cases
 from versemi.evaluate import case_metrics, sliding_window_predict
@@ -50,7 +50,7 @@ from versemi.provenance import code_fingerprint, git_state
 from versemi.utils import VersemiError, atomic_path, atomic_write_text, get_device, seed_everything
 
 __all__ = ["train", "split_cases", "validate", "ema_update", "step_seed", "locate_stage", "TrainingDiverged",
-           "CodeChangedWarning", "code_state", "warn_if_code_changed"]
+           "CodeChangedWarning", "code_state", "warn_if_code_changed", "OutOfMemory", "is_out_of_memory"]
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -97,6 +97,26 @@ def _init_distributed(device: torch.device) -> bool:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         return True
     return False
+
+
+class OutOfMemory(VersemiError):
+    """An allocation failed (CPU or GPU); the message names the settings that reduce memory."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A Python ``MemoryError``, CUDA's ``torch.OutOfMemoryError``, or the CPU allocator's failure
+    (a RuntimeError "can't allocate memory")."""
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
+
+
+def _oom_message(run, step: int, what: str) -> str:
+    c = run.cfg
+    return (f"{run.run_dir}: out of memory in {what} at step {step} (batch_size={c.batch_size} labeled + "
+            f"unlabeled_batch_size={c.unlabeled_batch_size}, patch={list(c.patch)}, n_filters={c.n_filters}); "
+            f"reduce them, e.g. --set batch_size=2 --set unlabeled_batch_size=2 or --set patch=[64,64,64], and "
+            f"run again: training resumes from the last checkpoint, kept in {run.run_dir}")
 
 
 class CodeChangedWarning(UserWarning):
@@ -273,13 +293,12 @@ def _validate_and_select(run: _Run, step: int, writer: SummaryWriter) -> None:
 
 
 def _checkpoint(run: _Run, step: int, elapsed: float) -> None:
-    rotate(run.run_dir)
     save_checkpoint(run.run_dir / LAST, {
         "nets": {k: v.state_dict() for k, v in run.nets.items()},
         "optimizers": {k: v.state_dict() for k, v in run.optimizers.items()},
         "method": run.method.state_dict(),
         "step": step + 1, "rows": run.rows, "val_rows": run.val_rows, "best": run.best, "elapsed": elapsed,
-        "code": run.code})
+        "code": run.code}, keep_previous=True)
     write_logs(run.run_dir, run.rows, run.val_rows)
 
 
@@ -311,7 +330,12 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
     for net in run.nets.values():
         net.train()
     for step in bar:
-        row = _one_step(run, step)
+        try:
+            row = _one_step(run, step)
+        except Exception as e:  # noqa: BLE001 - only an allocation failure is translated
+            if is_out_of_memory(e):
+                raise OutOfMemory(_oom_message(run, step, "training")) from None
+            raise
         run.rows.append(row)
         if writer is not None:
             for k, v in row.items():
@@ -321,7 +345,12 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
             bar.set_postfix(stage=row["stage"], loss=f"{row['loss']:.3f}")
         last = step == total - 1
         if rank == 0 and run.val_cases and ((step + 1) % cfg.val_every == 0 or last):
-            _validate_and_select(run, step, writer)
+            try:
+                _validate_and_select(run, step, writer)
+            except Exception as e:  # noqa: BLE001 - only an allocation failure is translated
+                if is_out_of_memory(e):
+                    raise OutOfMemory(_oom_message(run, step, "validation")) from None
+                raise
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or last or step + 1 == end):
             _checkpoint(run, step, run.elapsed_before + time.perf_counter() - t_start)
     bar.close()
