@@ -15,7 +15,7 @@ from versemi import runs as R
 from versemi.cli import main
 from versemi.config import make_config
 from versemi.locks import holder_of
-from versemi.provenance import code_fingerprint
+from versemi.provenance import CodeChangedWarning, code_fingerprint
 from versemi.runs import (
     collect_case_metrics,
     done_record,
@@ -30,7 +30,6 @@ from versemi.runs import (
     selected_checkpoint,
     selection_table,
 )
-from versemi.train import CodeChangedWarning
 from versemi.utils import VersemiError
 
 

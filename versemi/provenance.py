@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ast
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import warnings
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -51,7 +53,14 @@ def _code_files(entries=TRAINING_CODE, root: Path = PACKAGE) -> list[Path]:
 
 def _normalised_source(path: Path) -> str:
     """The module's syntax tree without docstrings, as text (comments and layout never reach it)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    return _normalised_text(path.read_text())
+
+
+@functools.lru_cache(maxsize=256)
+def _normalised_text(text: str) -> str:
+    """:func:`_normalised_source` of a module's text (cached: a process fingerprints the same sources for
+    every run, checkpoint and evaluation it handles)."""
+    tree = ast.parse(text)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
@@ -119,6 +128,25 @@ def record(config: Mapping | None = None, root: str | Path = REPO_ROOT) -> dict:
         rec["code_and_config"] = code_fingerprint(config)
     return {**rec, "git": git_state(root),
             "machine": machine(), "libraries": library_versions(), "argv": list(sys.argv), "time": now()}
+
+
+class CodeChangedWarning(UserWarning):
+    """A run is resumed or evaluated by other code than the code that trained it."""
+
+
+def code_state() -> dict:
+    """The fingerprint of the training code and the git state of the tree (stored in checkpoints)."""
+    return {"fingerprint": code_fingerprint(), **git_state()}
+
+
+def warn_if_code_changed(recorded: dict | None, current: dict, what: str) -> None:
+    """Warn, naming both commits and fingerprints, when ``recorded`` (a checkpoint's :func:`code_state`)
+    is not the ``current`` code. Checkpoints written before code states were recorded pass silently."""
+    if recorded and recorded.get("fingerprint") != current.get("fingerprint"):
+        warnings.warn(f"{what} with other code than the code that trained it: trained by commit "
+                      f"{recorded.get('commit')} (code {recorded.get('fingerprint')}), now commit "
+                      f"{current.get('commit')} (code {current.get('fingerprint')}); the results mix both",
+                      CodeChangedWarning, stacklevel=3)
 
 
 def check_compatible(fingerprints: Mapping[str, str | None], what: str = "table") -> str | None:

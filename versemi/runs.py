@@ -31,8 +31,8 @@ from versemi.data.registry import DATASETS
 from versemi.evaluate import evaluate_cases, net_device, summarize
 from versemi.locks import folder_lock
 from versemi.methods import get_method
-from versemi.provenance import check_compatible, record
-from versemi.train import OutOfMemory, code_state, is_out_of_memory, split_cases, train, warn_if_code_changed
+from versemi.provenance import check_compatible, code_state, record, warn_if_code_changed
+from versemi.train import out_of_memory_as, split_cases, train
 from versemi.utils import VersemiError, atomic_write_text, get_device
 
 DONE = "DONE.json"
@@ -110,12 +110,12 @@ def run_config(run_dir) -> RunConfig:
     return RunConfig.from_yaml(Path(run_dir) / "config.yaml")
 
 
-def selected_checkpoint(run_dir, which: str | None = None) -> Path:
+def selected_checkpoint(run_dir, which: str | None = None, cfg: RunConfig | None = None) -> Path:
     """The checkpoint a run is evaluated with: ``which`` = best | last, by default the run's selection
     rule (``last`` for ``selection="last"``, else ``best``); ``best.pt`` falls back to ``last.pt`` when no
-    validation happened."""
+    validation happened. ``cfg``: the run's config when the caller has read it already."""
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
+    cfg = cfg or run_config(run_dir)
     which = which or ("last" if cfg.selection == "last" else "best")
     path = run_dir / (BEST if which == "best" else LAST)
     if which == "best" and not path.is_file():
@@ -126,13 +126,16 @@ def selected_checkpoint(run_dir, which: str | None = None) -> Path:
 
 
 def load_run_net(run_dir, which: str | None = None, device=None) -> tuple[torch.nn.Module, RunConfig]:
-    """The trained, evaluated network of a run (in eval mode, on ``device``) and its config."""
+    """The trained, evaluated network of a run (in eval mode, on ``device``) and its config. A checkpoint
+    written by other code than the code loading it gives a
+    :class:`~versemi.provenance.CodeChangedWarning` naming both commits."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    path = selected_checkpoint(run_dir, which)
+    path = selected_checkpoint(run_dir, which, cfg)
     method = get_method(cfg.method, cfg.options)
     net = method.build_networks(cfg)[method.eval_network]
     state = torch.load(path, map_location="cpu", weights_only=False)
+    warn_if_code_changed(state.get("code"), code_state(), f"{run_dir}: using the network of {path.name}")
     net.load_state_dict(state["net"] if "net" in state else state["nets"][method.eval_network])
     return net.to(get_device(device)).eval(), cfg
 
@@ -167,8 +170,6 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
     run_dir = Path(run_dir)
     net, cfg = load_run_net(run_dir, device=device)
     check_same_preparation(cfg, prepared_dir, datasets or cfg.datasets)
-    state = load_checkpoint(run_dir)
-    warn_if_code_changed(state.get("code") if state else None, code_state(), f"{run_dir}: evaluating")
     if batch_size is None:
         batch_size = 1 if (compile and net_device(net).type == "cpu") else 8
     out = {}
@@ -179,17 +180,13 @@ def evaluate_run(run_dir, prepared_dir, split: str = "test", datasets=None, devi
         task = cases[0]["task"] if cases else None
         tuples = ((c["name"], c["image"], c["label"], c.get("spacing")) for c in cases)
         suffix = "" if protocol in (None, cfg.eval_protocol) else f"_{protocol}"
-        try:
+        with out_of_memory_as(lambda ds=ds: f"{run_dir}: out of memory evaluating {ds} ({batch_size} windows of "
+                              f"{list(cfg.eval_patch)} per call); use `versemi evaluate --batch-size 1` "
+                              f"(fewer windows per call) or a machine with more memory"):
             df = evaluate_cases(net, tuples, int(task), run_dir / "eval" / f"{split}_{ds}{suffix}.csv",
                                 patch_size=cfg.eval_patch, stride=cfg.eval_stride,
                                 protocol=protocol or cfg.eval_protocol, lcc=lcc, progress=progress, compile=compile,
                                 batch_size=batch_size)
-        except Exception as e:  # noqa: BLE001 - only an allocation failure is translated
-            if is_out_of_memory(e):
-                raise OutOfMemory(f"{run_dir}: out of memory evaluating {ds} ({batch_size} windows of "
-                                  f"{list(cfg.eval_patch)} per call); use `versemi evaluate --batch-size 1` "
-                                  f"(fewer windows per call) or a machine with more memory") from None
-            raise
         out[ds] = summarize(df)
     return out
 
@@ -269,5 +266,5 @@ def selection_table(runs: dict[str, Path]) -> pd.DataFrame:
     for label, run_dir in runs.items():
         cfg = run_config(run_dir)
         lines.append({"method": label, "selection": cfg.selection,
-                      "checkpoint": selected_checkpoint(run_dir).name, "steps": cfg.steps})
+                      "checkpoint": selected_checkpoint(run_dir, cfg=cfg).name, "steps": cfg.steps})
     return pd.DataFrame(lines, columns=["method", "selection", "checkpoint", "steps"])

@@ -28,10 +28,12 @@ What happens before (the run cache) and after (selection, test evaluation, prove
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +48,11 @@ from versemi.config import RunConfig
 from versemi.data.loaders import PatchSampler, load_split_cases
 from versemi.evaluate import case_metrics, sliding_window_predict
 from versemi.methods import NUM_TASKS, Method, StepContext, TrainingDiverged, get_method
-from versemi.provenance import code_fingerprint, git_state
+from versemi.provenance import code_state, warn_if_code_changed
 from versemi.utils import VersemiError, atomic_path, atomic_write_text, get_device, seed_everything
 
 __all__ = ["train", "split_cases", "validate", "ema_update", "step_seed", "locate_stage", "TrainingDiverged",
-           "CodeChangedWarning", "code_state", "warn_if_code_changed", "OutOfMemory", "is_out_of_memory"]
+           "OutOfMemory", "is_out_of_memory", "out_of_memory_as"]
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -111,31 +113,24 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
 
 
+@contextlib.contextmanager
+def out_of_memory_as(describe: Callable[[], str]):
+    """Turn an allocation failure inside the block into :class:`OutOfMemory` with the message
+    ``describe()`` (built only then); any other exception passes unchanged."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only an allocation failure is translated
+        if is_out_of_memory(e):
+            raise OutOfMemory(describe()) from None
+        raise
+
+
 def _oom_message(run, step: int, what: str) -> str:
     c = run.cfg
     return (f"{run.run_dir}: out of memory in {what} at step {step} (batch_size={c.batch_size} labeled + "
             f"unlabeled_batch_size={c.unlabeled_batch_size}, patch={list(c.patch)}, n_filters={c.n_filters}); "
             f"reduce them, e.g. --set batch_size=2 --set unlabeled_batch_size=2 or --set patch=[64,64,64], and "
             f"run again: training resumes from the last checkpoint, kept in {run.run_dir}")
-
-
-class CodeChangedWarning(UserWarning):
-    """A run is resumed or evaluated by other code than the code that trained it."""
-
-
-def code_state() -> dict:
-    """The fingerprint of the training code and the git state of the tree (stored in checkpoints)."""
-    return {"fingerprint": code_fingerprint(), **git_state()}
-
-
-def warn_if_code_changed(recorded: dict | None, current: dict, what: str) -> None:
-    """Warn, naming both commits and fingerprints, when ``recorded`` (a checkpoint's :func:`code_state`)
-    is not the ``current`` code. Checkpoints written before code states were recorded pass silently."""
-    if recorded and recorded.get("fingerprint") != current.get("fingerprint"):
-        warnings.warn(f"{what} with other code than the code that trained it: trained by commit "
-                      f"{recorded.get('commit')} (code {recorded.get('fingerprint')}), now commit "
-                      f"{current.get('commit')} (code {current.get('fingerprint')}); the results mix both",
-                      CodeChangedWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- data
@@ -289,7 +284,8 @@ def _validate_and_select(run: _Run, step: int, writer: SummaryWriter) -> None:
         run.val_rows += [{"step": step, "dataset": k, "dice": v, "model": model} for k, v in t_scores.items()]
     if score > run.best["score"]:
         run.best = {"score": score, "step": step}
-        save_checkpoint(run.run_dir / BEST, {"net": net.state_dict(), "step": step + 1, "score": score})
+        save_checkpoint(run.run_dir / BEST, {"net": net.state_dict(), "step": step + 1, "score": score,
+                                             "code": run.code})
 
 
 def _checkpoint(run: _Run, step: int, elapsed: float) -> None:
@@ -330,12 +326,8 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
     for net in run.nets.values():
         net.train()
     for step in bar:
-        try:
+        with out_of_memory_as(partial(_oom_message, run, step, "training")):
             row = _one_step(run, step)
-        except Exception as e:  # noqa: BLE001 - only an allocation failure is translated
-            if is_out_of_memory(e):
-                raise OutOfMemory(_oom_message(run, step, "training")) from None
-            raise
         run.rows.append(row)
         if writer is not None:
             for k, v in row.items():
@@ -345,12 +337,8 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
             bar.set_postfix(stage=row["stage"], loss=f"{row['loss']:.3f}")
         last = step == total - 1
         if rank == 0 and run.val_cases and ((step + 1) % cfg.val_every == 0 or last):
-            try:
+            with out_of_memory_as(partial(_oom_message, run, step, "validation")):
                 _validate_and_select(run, step, writer)
-            except Exception as e:  # noqa: BLE001 - only an allocation failure is translated
-                if is_out_of_memory(e):
-                    raise OutOfMemory(_oom_message(run, step, "validation")) from None
-                raise
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or last or step + 1 == end):
             _checkpoint(run, step, run.elapsed_before + time.perf_counter() - t_start)
     bar.close()

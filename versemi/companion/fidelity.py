@@ -48,7 +48,7 @@ from versemi.runs import load_run_net
 from versemi.utils import VersemiError
 
 __all__ = [
-    "prompt_name", "prompt_label", "prompt_fidelity", "MATRIX_VALUES",
+    "prompt_name", "prompt_label", "mask_dice", "prompt_fidelity", "MATRIX_VALUES",
     "fidelity_matrix", "fidelity_summary", "worst_cases", "plot_matrices", "failure_gallery",
     "analysis_stride", "fidelity_for_runs", "fidelity_matrices", "SUMMARY_NAMES", "fidelity_summaries",
     "glue_values", "failure_gallery_for_run", "save_matrices", "compare_phrase",
@@ -72,7 +72,7 @@ def prompt_label(prompt: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+def mask_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice as ``case_metrics`` gives it (0 for an empty prediction against a non-empty mask); 1 when
     both masks are empty (agreement, used by ``dice_to_own``)."""
     n_p, n_t = int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
@@ -157,12 +157,12 @@ def prompt_fidelity(net, cases: Iterable[dict], prompts: Sequence[int] = (1, 2, 
                    "pred_voxels": n_pred, "pred_ml": n_pred * ml, "dice": math.nan, "fp_voxels": math.nan,
                    "fp_ml": math.nan, "own_pred_voxels": int(np.count_nonzero(own_pred)),
                    "same_as_own": bool(np.array_equal(pred, own_pred)),
-                   "dice_to_own": _dice(pred, own_pred)}
+                   "dice_to_own": mask_dice(pred, own_pred)}
             if truth is not None:
                 n_t = int(np.count_nonzero(truth))
                 row.update(target_voxels=n_t, target_present=n_t > 0)
                 if n_t > 0:
-                    row["dice"] = _dice(pred, truth)
+                    row["dice"] = mask_dice(pred, truth)
                 else:
                     row.update(fp_voxels=float(n_pred), fp_ml=n_pred * ml)
             rows.append(row)

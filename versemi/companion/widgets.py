@@ -32,7 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from versemi.companion.datasummary import example_cases
-from versemi.companion.fidelity import prompt_name
+from versemi.companion.fidelity import mask_dice, prompt_name
 from versemi.companion.figures import best_slice, overlay, save_figure
 from versemi.data.registry import DATASETS, SYNTHETIC_TASK, TASK_IDS
 from versemi.data.truth import prompt_truth
@@ -203,7 +203,7 @@ def prompt_scores(case: dict, preds: dict[int, np.ndarray], tasks: Sequence[int]
         n_true = None if t is None else int(np.count_nonzero(t))
         dice = np.nan
         if t is not None and n_true:
-            dice = 2.0 * int(np.count_nonzero((pred > 0) & (t > 0))) / float(n_pred + n_true)
+            dice = mask_dice(pred > 0, t > 0)
         rows.append({"dataset": case["dataset"], "case": case["name"], "prompt": int(p),
                      "prompt name": PROMPT_NAMES.get(int(p), str(p)), "own prompt": int(p) == int(case["task"]),
                      "predicted voxels": n_pred, "truth voxels": n_true, "dice": dice})
