@@ -31,6 +31,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=2333, help="random seed (default: 2333, the authors')")
 
 
+def _add_no_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit with code 2, naming the holder, when another process is writing the same output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="versemi", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="demo", choices=profile_names(),
                    help="resampling, crop and minimum size (versemi/config.py)")
     p.add_argument("--verify", action="store_true", help="check the raw data first and report all problems")
-    p.add_argument("--no-wait", action="store_true",
-                   help="exit with code 2, naming the holder, when another process is writing the same output")
+    _add_no_wait(p)
     _add_common(p)
     p.set_defaults(func=_cmd_prepare)
 
@@ -66,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="results/runs", help="run cache root (default: results/runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
-    p.add_argument("--no-wait", action="store_true",
-                   help="exit with code 2, naming the holder, when another process is writing the same output")
+    _add_no_wait(p)
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 
@@ -94,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-build", action="store_true", help="execute the notebooks, do not build the book")
     p.add_argument("--timeout", type=float, default=None, help="seconds per notebook cell (default: none)")
     p.add_argument("--kernel", default="python3")
-    p.add_argument("--no-wait", action="store_true",
-                   help="exit with code 2, naming the holder, when another process is writing the same output")
+    _add_no_wait(p)
     p.set_defaults(func=_cmd_book)
 
     p = sub.add_parser("run", help="re-execute a notebook group with other parameters (papermill)")
@@ -107,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: results/executed/<group>-<hash>/)")
     p.add_argument("--timeout", type=float, default=None)
     p.add_argument("--kernel", default="python3")
-    p.add_argument("--no-wait", action="store_true",
-                   help="exit with code 2, naming the holder, when another process is writing the same output")
+    _add_no_wait(p)
     p.set_defaults(func=_cmd_run)
 
     return parser
