@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import eval_speed, head_costs, train_speed
+from bench import allocator, eval_speed, head_costs, train_speed
+from versemi.allocator import configure as configure_allocator
 
 
 def main(argv=None) -> int:
@@ -21,6 +22,7 @@ def main(argv=None) -> int:
     ap.add_argument("--authors-repo", default=None)
     ap.add_argument("--la-dir", default=None, help="real LA root for the evaluation timing (else synthetic)")
     args = ap.parse_args(argv)
+    configure_allocator()   # as every entry point (versemi/allocator.py); both sides of each ratio share it
     extra = ["--quick"] if args.quick else []
     rc = train_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else []))
@@ -28,6 +30,7 @@ def main(argv=None) -> int:
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else [])
                           + (["--la-dir", args.la_dir] if args.la_dir else [])) or 0
     rc |= head_costs.main(["--out", args.out, *extra]) or 0
+    rc |= allocator.main(["--out", args.out, *extra]) or 0
     return rc
 
 

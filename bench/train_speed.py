@@ -129,8 +129,8 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
 
     def run_ours(stage):
         def fn():
-            ctx = StepContext(net=ours, teacher=None, stage=stage, step=0, stage_step=0, stage_steps=10,
-                              rng=np.random.default_rng(0), options=method.options)
+            ctx = StepContext(nets={"net": ours}, optimizers={"net": opt_o}, stage=stage, step=0, stage_step=0,
+                              stage_steps=10, rng=np.random.default_rng(0), options=method.options)
             loss = method.step(ctx, lab, unlab)["loss"]
             opt_o.zero_grad()
             loss.backward()

@@ -173,7 +173,7 @@ def test_evaluation_refuses_data_of_another_profile(run, prepared, tmp_path):
 
 
 def test_evaluating_with_other_code_warns_naming_both(run, prepared, monkeypatch):
-    monkeypatch.setattr(R, "code_state", lambda: {"fingerprint": "f" * 16, "commit": "abc", "dirty": False})
+    monkeypatch.setattr(R, "code_state", lambda method=None: {"fingerprint": "f" * 16, "commit": "abc", "dirty": False})
     with pytest.warns(CodeChangedWarning, match=r"other code .*now commit abc \(code f{16}\)"):
         evaluate_run(run, prepared, progress=False)
 

@@ -1,7 +1,9 @@
-"""Command line: ``versemi phantoms | prepare | train | evaluate | run | book``.
+"""Command line: ``versemi phantoms | prepare | train | evaluate | study | run | book``.
 
 Pipeline stages as verbs (as nnU-Net): phantoms -> prepare -> train -> evaluate; ``run`` executes a
-named group of notebooks through papermill, ``book`` executes all notebooks and builds the book.
+named group of notebooks through papermill, ``book`` executes all notebooks and builds the book; ``study``
+trains an experiment group over several seeds and exports the results that are committed
+(``versemi/studies.py``).
 User errors (bad paths/values/files) print one line and exit with code 2; other failures exit 1.
 """
 
@@ -13,6 +15,7 @@ import sys
 
 import yaml
 
+from versemi.allocator import configure as configure_allocator
 from versemi.companion.book import cli_book, cli_run
 from versemi.companion.notebooks import groups
 from versemi.config import RunConfig, make_config, profile_names
@@ -20,8 +23,10 @@ from versemi.data.ensure import prepared_dir
 from versemi.data.phantoms import generate
 from versemi.data.prepare import prepare
 from versemi.data.registry import ALL_DATASETS
+from versemi.experiments import STUDY_GROUPS
 from versemi.methods import method_names
 from versemi.runs import evaluate_run, get_or_train
+from versemi.studies import SEEDS, STUDIES_DIR, run_study, study_status
 from versemi.utils import VersemiError, get_device
 
 DATASETS = ALL_DATASETS
@@ -87,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows per forward pass (default: 1 with --compile on a CPU, else 8)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("study", help="train an experiment group over several seeds and export its results "
+                                     "(results/studies/, committed; the book renders them)")
+    p.add_argument("action", choices=["run", "status"], help="run: train what is missing and export each run as "
+                   "it finishes; status: what is exported, and whether by the current code")
+    p.add_argument("study", choices=list(STUDY_GROUPS))
+    p.add_argument("--profile", default="demo", choices=profile_names())
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                   help=f"seeds (data draw, validation split and training; default {' '.join(map(str, SEEDS))})")
+    p.add_argument("--only", action="append", default=None, metavar="LABEL", help="only this run label (repeatable)")
+    p.add_argument("--out", default=STUDIES_DIR, help=f"export root (default {STUDIES_DIR})")
+    p.add_argument("--data-dir", default="results/data", help="data root (phantoms are generated there)")
+    p.add_argument("--runs", default="results/runs", help="run cache root (default: results/runs)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="execute every notebook with papermill, then build the Jupyter Book")
     p.add_argument("--profile", default="demo", choices=profile_names("notebooks"))
@@ -170,6 +190,16 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_study(args) -> int:
+    if args.action == "status":
+        print(study_status(args.study, args.profile, args.seeds, args.out).to_string(index=False))
+        return 0
+    get_device(args.device)
+    run_study(args.study, args.profile, args.seeds, args.out, args.data_dir, args.runs, labels=args.only,
+              device=args.device, on_export=lambda p: print(p, flush=True))
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     summary = evaluate_run(args.run_dir, args.data, split=args.split, device=args.device, lcc=args.lcc,
                            protocol=args.protocol, compile=args.compile, batch_size=args.batch_size)
@@ -178,6 +208,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_allocator()   # keep freed memory between steps (versemi/allocator.py; VERSEMI_ALLOCATOR=system: off)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from versemi.config import ALL_DATASETS, RATIOS, RunConfig, make_config
+from versemi.config import ALL_DATASETS, RATIOS, RunConfig, get_profile, make_config
 from versemi.runs import run_available
 from versemi.utils import VersemiError
 
@@ -79,6 +79,36 @@ def la_real_configs(profile: str = "la-real", seed: int = 2333, **overrides) -> 
     cfgs = [mk("sup_only", 100), mk("sup_only", 10), mk("versemi", 10), mk("sup_only", 20), mk("bcp", 10),
             mk("uamt", 10)]
     return {c.label(with_dataset=False): c for c in cfgs}
+
+
+CURVE_LENGTH = 1.5    # the learning-curve runs train this many times the profile's schedule
+CURVE_POINTS = 24     # validations per learning-curve run
+
+
+def curve_configs(profile: str = "demo", seed: int = 2333, **overrides) -> dict[str, RunConfig]:
+    """The learning-curve study that chooses a profile's schedule: the fully supervised upper bound and
+    Sup-only 10% of each dataset (task-specific), trained :data:`CURVE_LENGTH` times the profile's steps
+    with :data:`CURVE_POINTS` validations (the curves are in each run's ``val.csv``)."""
+    steps = int(round(CURVE_LENGTH * int(get_profile(profile).train["steps"])))
+    every = max(1, steps // CURVE_POINTS)
+    kw = dict(steps=steps, val_every=every, ckpt_every=every, seed=seed, **overrides)
+    cfgs = [make_config("sup_only", profile, datasets=(d,), ratio=r, **kw) for r in (100, 10) for d in ALL_DATASETS]
+    return {c.label(): c for c in cfgs}
+
+
+def deviation_configs(profile: str = "demo", seed: int = 2333, ratio: int = 10, **overrides) -> dict[str, RunConfig]:
+    """The runs that each restore one behaviour of the authors' released code (:data:`DEVIATIONS`)."""
+    return ablation_configs(profile, ratio, seed, variants=DEVIATIONS, **overrides)
+
+
+# The experiment groups that ``versemi study`` repeats over seeds (``versemi/studies.py``): name ->
+# ``f(profile, seed, ratio) -> {label: RunConfig}``; the committed studies use the main label ratio (10 %).
+STUDY_GROUPS = {
+    "sota": lambda profile, seed, ratio=10: sota_configs(profile, ratio, seed),
+    "ablations": lambda profile, seed, ratio=10: ablation_configs(profile, ratio, seed),
+    "deviations": lambda profile, seed, ratio=10: deviation_configs(profile, seed=seed, ratio=ratio),
+    "curves": lambda profile, seed, ratio=10: curve_configs(profile, seed=seed),
+}
 
 
 # --------------------------------------------------------------------------------- choosing and training

@@ -36,8 +36,12 @@ REPO_ROOT = PACKAGE.parent
 
 # The package modules whose behaviour decides what a trained and evaluated run contains (paths
 # relative to versemi/; a folder stands for every .py file below it).
-TRAINING_CODE = ("model.py", "losses.py", "mixing.py", "methods", "train.py", "checkpoints.py", "config.py",
+TRAINING_CODE = ("model.py", "losses.py", "mixing.py", "methods/base.py", "train.py", "checkpoints.py", "config.py",
                  "evaluate", "data/loaders.py", "data/registry.py", "runs.py", "utils.py")
+# The code every run shares. Each method's own module is fingerprinted apart (:func:`method_fingerprint`,
+# ``method_code`` in the record), so that adding or changing one method leaves the runs of the others
+# current; ``DATA_CODE`` (readers, preparation, phantom generator) is recorded apart too.
+DATA_CODE = ("data",)
 
 LIBRARIES = ("versemi", "torch", "monai", "numpy", "scipy", "h5py", "scikit-image", "pandas", "papermill",
              "jupyter-book", "myst-nb", "ipywidgets", "ipykernel", "matplotlib")
@@ -120,10 +124,24 @@ def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+def method_fingerprint(method: str) -> str:
+    """:func:`code_fingerprint` of the module that defines the registered method ``method``."""
+    import importlib
+
+    cls = importlib.import_module("versemi.methods").get_method_class(method)
+    path = Path(importlib.import_module(cls.__module__).__file__)
+    return code_fingerprint(entries=(path.name,), root=path.parent)
+
+
 def record(config: Mapping | None = None, root: str | Path = REPO_ROOT) -> dict:
-    """The provenance record: ``code`` (the code fingerprint), ``code_and_config`` (with the resolved
-    ``config``, when given), git state, machine, library versions, Python's command line and the time."""
+    """The provenance record: ``code`` (the fingerprint of the code every run shares), ``method_code`` (of
+    the run's method module, when ``config`` names one), ``data_code`` (readers, preparation, phantoms),
+    ``code_and_config`` (with the resolved ``config``, when given), git state, machine, library versions,
+    Python's command line and the time."""
     rec = {"code": code_fingerprint()}
+    if config is not None and config.get("method"):
+        rec["method_code"] = method_fingerprint(str(config["method"]))
+    rec["data_code"] = code_fingerprint(entries=DATA_CODE)
     if config is not None:
         rec["code_and_config"] = code_fingerprint(config)
     return {**rec, "git": git_state(root),
@@ -134,9 +152,13 @@ class CodeChangedWarning(UserWarning):
     """A run is resumed or evaluated by other code than the code that trained it."""
 
 
-def code_state() -> dict:
-    """The fingerprint of the training code and the git state of the tree (stored in checkpoints)."""
-    return {"fingerprint": code_fingerprint(), **git_state()}
+def code_state(method: str | None = None) -> dict:
+    """The fingerprint of the training code (with the module of ``method``, when given) and the git state
+    of the tree (stored in checkpoints)."""
+    fp = code_fingerprint()
+    if method:
+        fp = hashlib.sha256(f"{fp}:{method_fingerprint(method)}".encode()).hexdigest()[:16]
+    return {"fingerprint": fp, **git_state()}
 
 
 def warn_if_code_changed(recorded: dict | None, current: dict, what: str) -> None:

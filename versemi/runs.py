@@ -135,7 +135,7 @@ def load_run_net(run_dir, which: str | None = None, device=None) -> tuple[torch.
     method = get_method(cfg.method, cfg.options)
     net = method.build_networks(cfg)[method.eval_network]
     state = torch.load(path, map_location="cpu", weights_only=False)
-    warn_if_code_changed(state.get("code"), code_state(), f"{run_dir}: using the network of {path.name}")
+    warn_if_code_changed(state.get("code"), code_state(cfg.method), f"{run_dir}: using the network of {path.name}")
     net.load_state_dict(state["net"] if "net" in state else state["nets"][method.eval_network])
     return net.to(get_device(device)).eval(), cfg
 

@@ -216,7 +216,7 @@ def _setup(cfg: RunConfig, prepared_dir, run_dir: Path, dev: torch.device, rank:
                              crop=cfg.crop_unlabeled, stream=20 + rank, labeled=False)
     val_split = {"val": "val", "test": "test", "last": None}[cfg.selection]
     val_cases = split_cases(cfg, prepared_dir, val_split) if (val_split and rank == 0) else []
-    return _Run(code=code_state(), cfg=cfg, run_dir=run_dir, dev=dev, rank=rank, world=world, method=method, nets=nets,
+    return _Run(code=code_state(cfg.method), cfg=cfg, run_dir=run_dir, dev=dev, rank=rank, world=world, method=method, nets=nets,
                 optimizers=optimizers, stages=method.stages(cfg.steps), lab=lab, unlab=unlab, val_cases=val_cases)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from versemi.companion import tables
 from versemi.companion.figures import save_table
+from versemi.runs import run_times, selection_table
 from versemi.utils import VersemiError
 
 from .case_tables import DS, cases_of, config, sota_table
@@ -138,13 +139,13 @@ def test_run_times_reads_done_and_step_times(tmp_path):
         pd.DataFrame({"step": range(len(steps)), "stage": "train", "seconds": steps}).to_csv(d / "timing.csv",
                                                                                             index=False)
         runs[cfg.label()] = d
-    t = tables.run_times_table(runs).set_index("method")
+    t = tables.run_times_table(run_times(runs)).set_index("method")
     assert t.loc["VerSemi 10%", "train_seconds"] == 12.5 and t.loc["VerSemi 10%", "steps"] == 3
     assert t.loc["VerSemi 10%", "median_step_s"] == pytest.approx(0.3)
     assert (t.loc["BCP (la) 10%", "row"], t.loc["BCP (la) 10%", "dataset"]) == ("BCP", "la")
     assert t.loc["BCP (la) 10%", "group"] == "Task-specific"
     assert t.loc["VerSemi 10%", "dataset"] == "all"
-    assert list(tables.run_times_table({}).columns) == list(t.reset_index().columns)
+    assert list(tables.run_times_table(run_times({})).columns) == list(t.reset_index().columns)
 
 
 def test_describe_selection_counts_runs_without_validation(tmp_path):
@@ -157,9 +158,9 @@ def test_describe_selection_counts_runs_without_validation(tmp_path):
         if best:
             (d / "best.pt").write_bytes(b"x")
         runs[name] = d
-    text = tables.describe_selection(runs)
+    text = tables.describe_selection(selection_table(runs))
     assert text.startswith("selection='val'") and "1 of 2 runs had no validation case" in text
-    assert tables.describe_selection({}) == "no run"
+    assert tables.describe_selection(selection_table({})) == "no run"
 
 
 def test_data_statement_names_the_data():

@@ -16,7 +16,8 @@ from versemi.companion.figures import COLORS
 from versemi.runs import done_record
 from versemi.utils import VersemiError
 
-__all__ = ["val_table", "plot_val_dice", "ema_vs_student", "test_table"]
+__all__ = ["val_table", "label_models", "plot_val_dice", "ema_vs_student", "test_table", "plot_learning_curves",
+           "convergence_table"]
 
 
 def val_table(run_dir) -> pd.DataFrame:
@@ -25,7 +26,13 @@ def val_table(run_dir) -> pd.DataFrame:
     p = Path(run_dir) / "val.csv"
     if not p.is_file():
         raise VersemiError(f"{run_dir}: no val.csv; was the run trained with validation?")
-    df = pd.read_csv(p)
+    return label_models(pd.read_csv(p))
+
+
+def label_models(val: pd.DataFrame) -> pd.DataFrame:
+    """Validation rows (``val.csv`` of a run, or :attr:`versemi.studies.StudyResults.val`) with ``model``
+    = 'student' where it is empty (the trained network) and 'ema' for an EMA teacher."""
+    df = val.copy()
     df["model"] = df["model"].astype(object).fillna("student").astype(str)  # all-empty: a float column
     return df
 
@@ -69,3 +76,50 @@ def test_table(runs: dict[str, Path]) -> pd.DataFrame:
                          "asd": s["asd_mean"], "empty predictions": s["n_empty_pred"],
                          "train seconds": done.get("train_seconds")})
     return pd.DataFrame(rows)
+
+
+def plot_learning_curves(val: pd.DataFrame, title: str = ""):
+    """Validation Dice against steps, one panel per dataset, one line per run and seed (the trained network
+    only): the learning-curve study that sets a profile's schedule (``versemi.experiments.curve_configs``).
+    ``val``: :attr:`versemi.studies.StudyResults.val`."""
+    v = label_models(val)
+    v = v[v["model"] == "student"]
+    datasets = list(dict.fromkeys(v["dataset"]))
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(3.2 * max(1, len(datasets)), 3.2), sharey=True,
+                             squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = v[v["dataset"] == ds]
+        for i, (method, g_m) in enumerate(sub.groupby("method", sort=False)):
+            for j, (_, g) in enumerate(g_m.groupby("seed", sort=True)):
+                ax.plot(g["step"], g["dice"], color=f"C{i}", alpha=0.9, lw=1.2, marker="o", ms=2,
+                        label=method if j == 0 else None)
+        ax.set_title(ds, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("validation Dice")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def convergence_table(val: pd.DataFrame, schedule: int) -> pd.DataFrame:
+    """Per run and dataset (mean over seeds): the best validation Dice over the whole curve, the best within
+    the first ``schedule`` steps, and the first step reaching 95 % of the curve's best (how early the run
+    converged). ``val``: :attr:`versemi.studies.StudyResults.val`."""
+    v = label_models(val)
+    v = v[v["model"] == "student"]
+    lines = []
+    for (method, ds, seed), g in v.groupby(["method", "dataset", "seed"], sort=False):
+        best = float(g["dice"].max())
+        within = g[g["step"] < schedule]["dice"]
+        lines.append({"run": method, "dataset": ds, "seed": seed, "best": best,
+                      "best within schedule": float(within.max()) if len(within) else float("nan"),
+                      "step reaching 95 % of best": int(g.loc[g["dice"] >= 0.95 * best, "step"].min()) + 1})
+    df = pd.DataFrame(lines)
+    if df.empty:
+        return df
+    return df.groupby(["run", "dataset"], sort=False)[["best", "best within schedule",
+                                                        "step reaching 95 % of best"]].mean().reset_index()

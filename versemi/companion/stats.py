@@ -45,7 +45,8 @@ def paired_wilcoxon(case_df: pd.DataFrame, a: str, b: str, metric: str = "dice",
 
     ``a`` and ``b`` are table rows (``'VerSemi'``, ``'BCP'``, ``'Uni-BCP'``, see
     :func:`~versemi.companion.tables.with_rows` and its ``rows``) or run keys. Cases are paired by
-    (dataset, case); the pooled line pairs every case of every dataset.
+    (dataset, case) and, for the runs of several seeds, seed (each seed draws its own cases); the pooled
+    line pairs every case of every dataset (and seed).
     ``scipy.stats.wilcoxon(x_a, x_b, zero_method="wilcox", alternative=alternative)`` is applied to the
     metric values (Dice/Jaccard in %), NaN pairs (hd95/asd of an empty ground truth) left out.
 
@@ -59,8 +60,8 @@ def paired_wilcoxon(case_df: pd.DataFrame, a: str, b: str, metric: str = "dice",
     """
     A, B = _paired(case_df, a, rows), _paired(case_df, b, rows)
     scale = 100.0 if metric in PCT_METRICS else 1.0
-    m = A[["dataset", "case", metric]].merge(B[["dataset", "case", metric]], on=["dataset", "case"],
-                                             suffixes=("_a", "_b"))
+    keys = ["dataset", "case", *(["seed"] if "seed" in A and "seed" in B else [])]
+    m = A[[*keys, metric]].merge(B[[*keys, metric]], on=keys, suffixes=("_a", "_b"))
     if datasets is not None:
         m = m[m["dataset"].isin(list(datasets))]
     m = m.dropna(subset=[f"{metric}_a", f"{metric}_b"])

@@ -33,7 +33,6 @@ from versemi.config import data_note, is_phantom, make_config
 from versemi.data.registry import ALL_DATASETS, DATASETS
 from versemi.evaluate import METRICS
 from versemi.model import VerSemiNet, count_parameters
-from versemi.runs import run_times, selection_table
 from versemi.utils import VersemiError
 
 PCT_METRICS = ("dice", "jaccard")
@@ -125,25 +124,35 @@ def ordered_datasets(datasets: Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------ comparison
 def cell_stats(sub: pd.DataFrame, metric: str, scale: float) -> dict:
     """Mean and population std (ddof=0) of ``metric`` x ``scale`` over the cases of ``sub`` (NaN left
-    out and counted in ``n_nan``), the number of cases ``n`` and of empty predictions ``n_empty_pred``."""
+    out and counted in ``n_nan``), the number of cases ``n`` and of empty predictions ``n_empty_pred``.
+
+    With a ``seed`` column (the runs of several seeds, :mod:`versemi.studies`) the mean is the mean of the
+    per-seed means, ``std`` the spread over every case of every seed, ``n_seeds`` the number of seeds and
+    ``seed_sd`` the sample std (ddof=1) of the per-seed means (NaN for one seed): how much the result moves
+    when data draw, split and initialisation change."""
     v = np.asarray(sub[metric], dtype=np.float64) * scale
-    ok = v[~np.isnan(v)]
-    return {"mean": float(ok.mean()) if ok.size else math.nan,
-            "std": float(ok.std(ddof=0)) if ok.size else math.nan,
+    ok = ~np.isnan(v)
+    seeds = np.asarray(sub["seed"]) if "seed" in sub else np.zeros(len(sub), dtype=int)
+    per_seed = [v[(seeds == s) & ok].mean() for s in dict.fromkeys(seeds) if ((seeds == s) & ok).any()]
+    return {"mean": float(np.mean(per_seed)) if per_seed else math.nan,
+            "std": float(v[ok].std(ddof=0)) if ok.any() else math.nan,
             "n": int(len(sub)),
             "n_empty_pred": int(np.asarray(sub["empty_pred"], dtype=bool).sum()) if "empty_pred" in sub else 0,
-            "n_nan": int(v.size - ok.size)}
+            "n_nan": int(v.size - ok.sum()),
+            "n_seeds": len(per_seed),
+            "seed_sd": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan}
 
 
 def comparison_long(case_df: pd.DataFrame, metrics: Sequence[str] = METRICS, scale_pct: bool = True,
                     datasets: Sequence[str] | None = None, rows: str = "config") -> pd.DataFrame:
     """Numeric long table (for CSV): one line per (row, dataset, metric), plus the average over datasets.
 
-    Columns: ``group, row, ratio, dataset, metric, unit, mean, std, n, n_empty_pred, n_nan``. ``std`` is
-    the population std over cases (``ddof=0``, as ``np.std`` and the authors). The ``average`` lines are
-    the mean of the per-dataset means (each dataset weighs the same, as the paper's average column) and
-    exist only for rows that have every dataset shown; their ``std`` is NaN (not a per-case quantity) and
-    ``n``/``n_empty_pred`` are sums. ``rows``: see :func:`with_rows`.
+    Columns: ``group, row, ratio, dataset, metric, unit, mean, std, n, n_empty_pred, n_nan, n_seeds,
+    seed_sd`` (:func:`cell_stats`). ``std`` is the population std over cases (``ddof=0``, as ``np.std`` and
+    the authors). The ``average`` lines are the mean of the per-dataset means (each dataset weighs the
+    same, as the paper's average column) and exist only for rows that have every dataset shown; their
+    ``std`` is NaN (not a per-case quantity), ``n``/``n_empty_pred`` are sums, and ``seed_sd`` is the
+    sample std over seeds of the per-seed average over datasets. ``rows``: see :func:`with_rows`.
     """
     df = with_rows(case_df, rows)
     if datasets is not None:
@@ -168,13 +177,30 @@ def comparison_long(case_df: pd.DataFrame, metrics: Sequence[str] = METRICS, sca
                               "unit": unit, **st})
             if len(per_ds) == len(ds_all) and ds_all:
                 means = [s["mean"] for s in per_ds]
+                seed_avg = _per_seed_average(sub_row, metric, scale, ds_all)
                 lines.append({"group": group, "row": row, "ratio": ratio, "dataset": AVERAGE, "metric": metric,
                               "unit": unit, "mean": float(np.mean(means)) if not np.isnan(means).any() else math.nan,
                               "std": math.nan, "n": sum(s["n"] for s in per_ds),
                               "n_empty_pred": sum(s["n_empty_pred"] for s in per_ds),
-                              "n_nan": sum(s["n_nan"] for s in per_ds)})
-    cols = ["group", "row", "ratio", "dataset", "metric", "unit", "mean", "std", "n", "n_empty_pred", "n_nan"]
+                              "n_nan": sum(s["n_nan"] for s in per_ds), "n_seeds": len(seed_avg),
+                              "seed_sd": float(np.std(seed_avg, ddof=1)) if len(seed_avg) > 1 else math.nan})
+    cols = ["group", "row", "ratio", "dataset", "metric", "unit", "mean", "std", "n", "n_empty_pred", "n_nan",
+            "n_seeds", "seed_sd"]
     return pd.DataFrame(lines, columns=cols)
+
+
+def _per_seed_average(sub_row: pd.DataFrame, metric: str, scale: float, datasets) -> list[float]:
+    """Per seed, the mean over ``datasets`` of the per-dataset mean of ``metric`` (seeds that lack a
+    dataset are left out)."""
+    if "seed" not in sub_row:
+        return []
+    out = []
+    for _, g in sub_row.groupby("seed", sort=True):
+        m = [np.nanmean(np.asarray(g.loc[g["dataset"] == ds, metric], dtype=np.float64) * scale)
+             for ds in datasets if (g["dataset"] == ds).any()]
+        if len(m) == len(datasets):
+            out.append(float(np.mean(m)))
+    return out
 
 
 def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
@@ -242,6 +268,34 @@ def method_means(case_df: pd.DataFrame, metric: str = "dice", scale_pct: bool = 
     return wide.reindex(index=order, columns=cols)
 
 
+def seed_spread(case_df: pd.DataFrame, metric: str = "dice", scale_pct: bool = True,
+                datasets: Sequence[str] | None = None, rows: str = "config") -> pd.DataFrame:
+    """How much each row moves across seeds: index = table rows (paper order), columns = the mean
+    ``metric`` of each seed averaged over the datasets (``seed <s>``), their mean, and the sample std
+    over seeds (ddof=1) per dataset (``sd <dataset>``) and of the average (``sd average``). Rows that lack
+    a dataset have no average."""
+    long = comparison_long(case_df, (metric,), scale_pct, datasets, rows)
+    if long.empty:
+        return pd.DataFrame()
+    df = with_rows(case_df, rows)
+    scale = 100.0 if (scale_pct and metric in PCT_METRICS) else 1.0
+    ds_all = ordered_datasets(datasets if datasets is not None else df["dataset"])
+    lines = {}
+    for row in dict.fromkeys(long["row"]):
+        sub = long[long["row"] == row].set_index("dataset")
+        line = {}
+        if AVERAGE in sub.index and "seed" in df:
+            per_seed = df[df["row"] == row].groupby("seed", sort=True)
+            for seed, g in per_seed:
+                avg = _per_seed_average(g, metric, scale, ds_all)
+                line[f"seed {seed}"] = avg[0] if avg else math.nan
+        line["mean"] = sub["mean"].get(AVERAGE, math.nan)
+        for ds in [*ds_all, AVERAGE]:
+            line[f"sd {ds}"] = sub["seed_sd"].get(ds, math.nan)
+        lines[row] = line
+    return pd.DataFrame.from_dict(lines, orient="index")
+
+
 def caption_table(df: pd.DataFrame, caption: str, precision: int = 2, hide_index: bool = False):
     """A pandas Styler of ``df`` with ``caption`` (floats to ``precision`` digits) for display."""
     st = df.style.set_caption(caption).format(precision=precision, na_rep=NA)
@@ -249,16 +303,18 @@ def caption_table(df: pd.DataFrame, caption: str, precision: int = 2, hide_index
 
 
 # ------------------------------------------------------------------------------------- runs: cost, selection
-def run_times_table(runs: dict[str, Path]) -> pd.DataFrame:
-    """Training cost per run (:func:`versemi.runs.run_times`) with its table line.
+def run_times_table(times: pd.DataFrame) -> pd.DataFrame:
+    """Training cost per run with its table line, from :func:`versemi.runs.run_times` of run folders or
+    :meth:`versemi.studies.StudyResults.times` of a study.
 
-    Columns: ``method`` (the run key), ``group`` (:func:`table_group`), ``row``, ``dataset`` (the one
-    dataset of a task-specific run, else 'all'), ``train_seconds``, ``steps``, ``median_step_s``, ``run``
-    (the run folder's name)."""
-    cols = ["method", "group", "row", "dataset", "train_seconds", "steps", "median_step_s", "run"]
-    t = run_times(runs)
-    if t.empty:
+    Columns: ``method`` (the run key), ``seed`` (when given), ``group`` (:func:`table_group`), ``row``,
+    ``dataset`` (the one dataset of a task-specific run, else 'all'), ``train_seconds``, ``steps``,
+    ``median_step_s``, ``run`` (the run folder's name)."""
+    cols = ["method", *(["seed"] if "seed" in times else []), "group", "row", "dataset", "train_seconds", "steps",
+            "median_step_s", "run"]
+    if times.empty:
         return pd.DataFrame(columns=cols)
+    t = times.copy()
     t["group"] = [table_group(bool(ts), bool(fs), str(m)) for ts, fs, m in
                   zip(t["task_specific"], t["fully_supervised"], t["method_id"])]
     t["dataset"] = [d if ts else "all" for d, ts in zip(t["trained_on"], t["task_specific"])]
@@ -281,10 +337,9 @@ SELECTION_RULES = {
 }
 
 
-def describe_selection(runs: dict[str, Path]) -> str:
-    """One sentence on the selection rule(s) the runs used (:func:`versemi.runs.selection_table`), for
-    the notebook's prose."""
-    sel = selection_table(runs)
+def describe_selection(sel: pd.DataFrame) -> str:
+    """One sentence on the selection rule(s) of a selection table (:func:`versemi.runs.selection_table`
+    of run folders or :meth:`versemi.studies.StudyResults.selection`), for the notebook's prose."""
     if sel.empty:
         return "no run"
     parts = []

@@ -13,9 +13,10 @@ from .geometry import N_CODES, Phantom, S, rotation, uniform
 from .trunk import ct_tissue_table, ct_torso, finish_ct, spine
 
 
-def abdomen_ct(rng: np.random.Generator, shape, spacing) -> Phantom:
+def abdomen_ct(rng: np.random.Generator, shape, spacing, thin_target_scale: float = 1.0) -> Phantom:
     """Abdominal CT in Hounsfield units with liver, spleen, both kidneys, pancreas, stomach,
-    bowel, aorta, IVC, spine and body wall."""
+    bowel, aorta, IVC, spine and body wall. ``thin_target_scale`` multiplies the pancreas radii
+    (:class:`~versemi.config.PhantomSpec`)."""
     t = ct_torso(rng, shape, spacing, deform_mm=(4, 9), a_mm=(135, 175), b_ratio=(0.62, 0.78), y0_mm=(-12, 12))
     g, labels, hu_extra, cavity = t.grid, t.labels, t.hu_extra, t.cavity
     x0, y0, zc, ca, cb = t.x0, t.y0, t.zc, t.ca, t.cb  # zc: the pancreas level
@@ -85,7 +86,7 @@ def abdomen_ct(rng: np.random.Generator, shape, spacing) -> Phantom:
     neck = np.array([x0 + uniform(rng, -6, 6), ya - ra - uniform(rng, 12, 22), zc + uniform(rng, -3, 5)])
     bodyp = np.array([xa + uniform(rng, 22, 38), ya - uniform(rng, 0, 12), zc + uniform(rng, 4, 16)])
     tail = np.array([spc[0] - spsemi[0] - uniform(rng, 8, 18), spc[1] - uniform(rng, 8, 20), zc + uniform(rng, 10, 28)])
-    rads = [uniform(rng, 12, 17), uniform(rng, 7, 10), uniform(rng, 8, 11), uniform(rng, 6.5, 9.5)]
+    rads = [thin_target_scale * uniform(rng, lo, hi) for lo, hi in ((12, 17), (7, 10), (8, 11), (6.5, 9.5))]
     pancreas = (g.tube([head, neck, bodyp, tail], rads) <= 0) & cavity
     labels[pancreas] = S["pancreas"]
 
@@ -113,7 +114,7 @@ def abdomen_ct(rng: np.random.Generator, shape, spacing) -> Phantom:
     lut[S["pancreas"]] = uniform(rng, 35, 45) + 8 * contrast
     lut[S["aorta"]] = 40 + 110 * contrast + uniform(rng, -5, 5)
     lut[S["ivc"]] = 40 + 70 * contrast + uniform(rng, -5, 5)
-    lut[S["bowel"]] = uniform(rng, 20, 40)
+    lut[S["bowel"]] = uniform(rng, 5, 25)   # calibrated below the pancreas (35-53 HU): a border a model can see
     lut[S["stomach"]] = uniform(rng, 5, 25)
     tex_amp = np.zeros(N_CODES, dtype=np.float32)
     tex_amp[[S["liver"], S["spleen"], S["pancreas"], S["kidney_left"], S["kidney_right"]]] = 4

@@ -113,7 +113,7 @@ def _build_ct(dataset: str, name: str, p: PhantomSpec, rng) -> PhantomCase:
     sxy = decimal_round(rng.uniform(*p.ct_fov) / n)
     sz = decimal_round(rng.uniform(*p.ct_dz), 2)
     builder = thorax_ct if dataset == "lung" else abdomen_ct
-    ph = builder(rng, (n, n, nz), (sxy, sxy, sz))
+    ph = builder(rng, (n, n, nz), (sxy, sxy, sz), thin_target_scale=p.thin_target_scale)
     ox = decimal_round(-(n - 1) / 2 * sxy + rng.uniform(-5, 5), 3)
     oy = decimal_round(-(n - 1) / 2 * sxy + rng.uniform(-30, 10), 3)
     oz = decimal_round(rng.uniform(-350, -50), 3)

@@ -38,10 +38,11 @@ def smooth_fields(rng: np.random.Generator, axes, corr: float, n: int = 1) -> np
     on the grid spanned by the 1D coordinate ``axes``; shape (n, nx, ny, nz), float32."""
     w0, w1, w2 = (_gauss_weights(a, corr) for a in axes)
     g = rng.standard_normal((n, w0.shape[1], w1.shape[1], w2.shape[1])).astype(np.float32)
-    t = np.tensordot(g, w2, axes=([3], [1]))            # (n, a, b, k)
-    t = np.tensordot(t, w1, axes=([2], [1]))            # (n, a, k, j)
-    t = np.tensordot(t, w0, axes=([1], [1]))            # (n, k, j, i)
-    return np.ascontiguousarray(t.transpose(0, 3, 2, 1))
+    # contract the node axes in x, y, z order: each product appends its voxel axis last, so the result
+    # comes out as (n, i, j, k) without a transposed copy
+    t = np.tensordot(g, w0, axes=([1], [1]))            # (n, b, c, i)
+    t = np.tensordot(t, w1, axes=([1], [1]))            # (n, c, i, j)
+    return np.tensordot(t, w2, axes=([1], [1]))         # (n, i, j, k)
 
 
 def rotation(rx: float = 0.0, ry: float = 0.0, rz: float = 0.0) -> np.ndarray:
@@ -114,12 +115,15 @@ class Grid:
         idx = np.flatnonzero(cand)
         if idx.size == 0:
             return out
-        p = np.stack([self.X.ravel()[idx], self.Y.ravel()[idx], self.Z.ravel()[idx]], axis=1)
+        p = np.stack([self.X.ravel()[idx], self.Y.ravel()[idx], self.Z.ravel()[idx]], axis=1).astype(np.float64)
+        pts64 = pts.astype(np.float64)
+        pp = (pts64**2).sum(1)[None, :]
         best = np.full(idx.size, np.inf, dtype=np.float32)
-        chunk = max(1, 2_000_000 // m)
+        chunk = max(1, 4_000_000 // m)
         for a in range(0, idx.size, chunk):
             q = p[a:a + chunk]
-            d2 = ((q[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+            # |q - p|^2 = |q|^2 + |p|^2 - 2 q.p as one matrix product (float64: no cancellation at mm scale)
+            d2 = np.maximum((q**2).sum(1)[:, None] + pp - 2.0 * (q @ pts64.T), 0.0)
             best[a:a + chunk] = (np.sqrt(d2) - rad[None, :]).min(axis=1)
         out.ravel()[idx] = best
         return out

@@ -14,9 +14,10 @@ from .geometry import N_CODES, Phantom, S, rotation, uniform
 from .trunk import ct_tissue_table, ct_torso, finish_ct, spine
 
 
-def thorax_ct(rng: np.random.Generator, shape, spacing) -> Phantom:
+def thorax_ct(rng: np.random.Generator, shape, spacing, thin_target_scale: float = 1.0) -> Phantom:
     """Thorax CT in Hounsfield units: lungs with vessels, 1-3 tumour nodules inside a lung,
-    heart, aorta, airway, ribs, sternum, spine and the liver dome under the right lung."""
+    heart, aorta, airway, ribs, sternum, spine and the liver dome under the right lung.
+    ``thin_target_scale`` multiplies the tumour radii (:class:`~versemi.config.PhantomSpec`)."""
     t = ct_torso(rng, shape, spacing, deform_mm=(4, 8), a_mm=(145, 180), b_ratio=(0.62, 0.76), y0_mm=(-10, 10))
     g, labels, hu_extra, cavity = t.grid, t.labels, t.hu_extra, t.cavity
     a, b, x0, y0, zc, ca, cb = t.a, t.b, t.x0, t.y0, t.zc, t.ca, t.cb
@@ -84,11 +85,13 @@ def thorax_ct(rng: np.random.Generator, shape, spacing) -> Phantom:
     core = ndimage.binary_erosion(lung_any, iterations=1)
     pool = np.flatnonzero(core if core.any() else lung_any)
     for k in range(n_tum):
-        r = max(r_min, uniform(rng, 12, 28) if k == 0 else uniform(rng, 3, 14))
+        r = max(r_min, thin_target_scale * (uniform(rng, 12, 28) if k == 0 else uniform(rng, 5, 14)))
         i = int(pool[rng.integers(pool.size)])
         c = (g.X.ravel()[i], g.Y.ravel()[i], g.Z.ravel()[i])
         rr = g.ellipsoid(c, (r, r, r))
-        tumour |= (rr <= 1 + np.float32(0.2) * lob) & cavity
+        # inside the lung parenchyma: a nodule bulging into the mediastinum would have an invisible border
+        # there (tumour and heart share their Hounsfield range), a boundary no model can learn
+        tumour |= (rr <= 1 + np.float32(0.2) * lob) & lung_any
         tumour.ravel()[i] = True
         radii.append(round(r, 1))
     labels[tumour] = S["tumour"]

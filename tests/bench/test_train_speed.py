@@ -1,0 +1,31 @@
+"""bench/train_speed.py and bench/allocator.py on a tiny network: the rows are written and the step is ours."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bench import allocator as allocator_bench
+from bench import train_speed
+from versemi import allocator
+
+
+def test_train_speed_writes_both_stages_with_the_machine(tmp_path):
+    assert train_speed.main(["--out", str(tmp_path), "--configs", "4,32,2", "--reps", "1"]) in (0, None)
+    df = pd.read_csv(tmp_path / "train_speed.csv")
+    assert df["what"].tolist() == ["VerSemi stage1 step", "VerSemi stage2 step"]
+    assert (df["ours_s"] > 0).all() and (df["reference_s"] > 0).all()
+    assert (df["speedup"] - df["reference_s"] / df["ours_s"]).abs().max() < 1e-9
+    assert {"platform", "torch", "cpus"} <= set(df.columns)
+
+
+@pytest.mark.skipif(not allocator.is_glibc(), reason="glibc only")
+def test_allocator_bench_compares_both_modes_in_their_own_processes(tmp_path):
+    assert allocator_bench.main(["--out", str(tmp_path), "--configs", "4,32,2", "--reps", "1"]) == 0
+    df = pd.read_csv(tmp_path / "allocator.csv")
+    assert df["allocator"].tolist() == ["system", "system", "keep", "keep"]
+    system = df[df["allocator"] == "system"]
+    assert (system["ours_gain_vs_system"] == 1).all()
+    # keeping the memory means fewer pages faulted in by the child (each child imports torch the same way)
+    faults = df.groupby("allocator")["child_minor_faults"].first()
+    assert faults["keep"] < faults["system"]

@@ -1,0 +1,79 @@
+"""Studies: seed-major training, the committed export of each run, reading it back, skipping what is done."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from versemi.data.ensure import prepared_dir
+from versemi.data.prepare import load_manifest
+from versemi.studies import export_dir, load_study, run_key, run_study, study_configs, study_status
+from versemi.utils import VersemiError
+
+LABEL = "Fully supervised (la) 100%"
+
+
+def test_run_key_is_a_plain_folder_name():
+    assert run_key("Sup-only (LA) 10%") == "sup-only-la-10"
+    assert run_key("w/o L_aux") == "w-o-l-aux"
+
+
+def test_unknown_study_and_run_are_errors():
+    with pytest.raises(VersemiError, match="unknown study"):
+        study_configs("nope", "smoke", 1)
+    with pytest.raises(VersemiError, match="has no run"):
+        run_study("curves", "smoke", seeds=[2333], labels=["nope"], out="unused")
+
+
+def test_a_study_over_two_seeds_is_exported_read_back_and_not_retrained(smoke_root, tmp_path):
+    out = tmp_path / "studies"
+    data_dir = smoke_root / "data"
+    seen = []
+    paths = run_study("curves", "smoke", seeds=[2333, 1], out=out, data_dir=data_dir, runs_root=smoke_root / "runs",
+                      labels=[LABEL], progress=False, on_export=seen.append)
+    assert paths == seen and len(paths) == 2
+    assert paths[0] == export_dir(out, "smoke", "curves", LABEL, 2333)
+    # seed 1 is another draw of the phantoms, beside the default one, with its own validation split
+    assert load_manifest(prepared_dir(data_dir, "smoke", 1))["seed"] == 1
+    for p in paths:
+        assert sorted(f.name for f in p.iterdir()) == ["cases.csv", "loss.csv", "run.json", "val.csv"]
+        rec = json.loads((p / "run.json").read_text())
+        assert rec["label"] == LABEL and rec["provenance"]["code"]
+    res = load_study("curves", "smoke", out)
+    assert res.seeds == [1, 2333] and res.code_is_current()
+    assert set(res.cases["seed"]) == {1, 2333} and set(res.cases["dataset"]) == {"la"}
+    assert res.cases.groupby("seed")["case"].nunique().eq(res.cases["case"].nunique()).all()
+    assert res.val["dice"].notna().any() and set(res.val["seed"]) == {1, 2333}
+    assert len(res.losses) == 2 * res.records[0]["config"]["steps"]
+    assert "--seeds 1 2333" in res.command()
+    # two draws, two different sets of scores
+    by_seed = res.cases.pivot_table(index="case", columns="seed", values="dice")
+    assert not by_seed[1].equals(by_seed[2333])
+    # a second call finds everything exported by the current code: nothing is trained or rewritten
+    mtime = (paths[0] / "cases.csv").stat().st_mtime_ns
+    assert run_study("curves", "smoke", seeds=[2333, 1], out=out, data_dir=data_dir,
+                     runs_root=smoke_root / "runs", labels=[LABEL], progress=False) == []
+    assert (paths[0] / "cases.csv").stat().st_mtime_ns == mtime
+    status = study_status("curves", "smoke", seeds=[2333, 1], out=out)
+    row = status[status["run"] == LABEL]
+    assert row["exported"].all() and row["current_code"].all()
+    assert not status[status["run"] != LABEL]["exported"].any()
+
+
+def test_a_study_of_mixed_code_is_refused(smoke_root, tmp_path):
+    out = tmp_path / "studies"
+    run_study("curves", "smoke", seeds=[2333], out=out, data_dir=smoke_root / "data", runs_root=smoke_root / "runs",
+              labels=[LABEL], progress=False)
+    src = export_dir(out, "smoke", "curves", LABEL, 2333)
+    other = src.with_name("seed-7")
+    other.mkdir()
+    for f in src.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    rec = json.loads((other / "run.json").read_text())
+    rec["seed"], rec["provenance"]["code"] = 7, "0" * 16
+    (other / "run.json").write_text(json.dumps(rec))
+    with pytest.raises(VersemiError, match="different code"):
+        load_study("curves", "smoke", out)
+    assert load_study("curves", "smoke", tmp_path / "nothing") is None
+    assert isinstance(load_study("curves", "smoke", out, labels=["nope"]), type(None))
+    assert isinstance(pd.read_csv(src / "cases.csv"), pd.DataFrame)

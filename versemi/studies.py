@@ -1,0 +1,296 @@
+"""Studies: experiment groups repeated over seeds, trained in batches, exported small and committed.
+
+A *study* is a named experiment group of ``versemi/experiments.py`` (:data:`~versemi.experiments.STUDY_GROUPS`)
+under a profile, repeated for several seeds. Seed ``s`` is one draw of everything a seed can change: the
+phantoms (every case drawn anew, ``versemi/data/ensure.py``), the validation split drawn by ``versemi
+prepare``, and the training seed (initialisation, sampling, masks). The authors' seed 2333 is the first.
+
+:func:`run_study` trains each (config, seed) through the run cache (``versemi/runs.py``) and, as soon as a
+run is complete, exports it into ``<out>/<profile>/<study>/<key>/seed-<s>/``:
+
+* ``cases.csv``  per-case test metrics with the run's placing fields (:func:`versemi.runs.collect_case_metrics`);
+* ``loss.csv``   the training loss of every step; ``val.csv``: every validation Dice (step, dataset, network);
+* ``run.json``   label, seed, config, run folder name, training seconds, best validation score and the
+                 run's provenance record (code fingerprint, commit, machine, libraries; ``DONE.json``).
+
+These files are a few kB per run and are committed (``results/studies/``): the book renders them with
+:func:`load_study` without training, and says for each page which numbers are committed and which are
+computed live. Regenerate them with ``versemi study run <study> --profile <p> --seeds ...``; the export of
+a run is rewritten atomically, so a batch killed half-way leaves only complete runs behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from versemi.config import RunConfig
+from versemi.data.ensure import DEFAULT_SEED, ensure_data
+from versemi.experiments import STUDY_GROUPS
+from versemi.provenance import DATA_CODE, check_compatible, code_fingerprint, method_fingerprint
+from versemi.runs import (
+    collect_case_metrics,
+    done_record,
+    get_or_train,
+    run_available,
+    run_times,
+    selection_table,
+)
+from versemi.utils import VersemiError, atomic_write_text
+
+STUDIES_DIR = "results/studies"
+SEEDS = (DEFAULT_SEED, 1, 2)   # the seeds of the committed studies: the authors' first
+
+
+def study_configs(study: str, profile: str, seed: int, ratio: int = 10) -> dict[str, RunConfig]:
+    """label -> config of ``study`` under ``profile`` with ``seed`` and label ``ratio`` (an unknown study is
+    an error)."""
+    try:
+        group = STUDY_GROUPS[study]
+    except KeyError:
+        raise VersemiError(f"unknown study {study!r}; expected one of {', '.join(STUDY_GROUPS)}") from None
+    return group(profile, seed, ratio)
+
+
+def run_key(label: str) -> str:
+    """Folder name of a run label: 'Sup-only (LA) 10%' -> 'sup-only-la-10'."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def export_dir(out: str | Path, profile: str, study: str, label: str, seed: int) -> Path:
+    """``<out>/<profile>/<study>/<key>/seed-<seed>``: the committed files of one run."""
+    return Path(out) / profile / study / run_key(label) / f"seed-{int(seed)}"
+
+
+def _loss_curve(run_dir: Path) -> pd.DataFrame:
+    """step, stage, loss: the total training loss of every step (``metrics.csv``)."""
+    return pd.read_csv(run_dir / "metrics.csv")[["step", "stage", "loss"]]
+
+
+def _val_curve(run_dir: Path) -> pd.DataFrame:
+    """step, dataset, dice, model: every validation (``val.csv``; model empty for the trained network,
+    ``ema`` for an EMA teacher)."""
+    return pd.read_csv(run_dir / "val.csv")[["step", "dataset", "dice", "model"]]
+
+
+def run_record(label: str, run_dir, seed: int) -> dict:
+    """The record of a complete run that a study keeps (``run.json``): label, seed, run folder name, config,
+    training seconds, best validation, its line of :func:`versemi.runs.run_times` (``times``) and of
+    :func:`versemi.runs.selection_table` (``selection``), and the run's provenance record."""
+    run_dir = Path(run_dir)
+    done = done_record(run_dir)
+    times = run_times({label: run_dir}).iloc[0].to_dict()
+    selection = selection_table({label: run_dir}).iloc[0].to_dict()
+    return {"label": label, "seed": int(seed), "run": run_dir.name, "config": done["config"],
+            "train_seconds": done.get("train_seconds"), "best": done.get("best"),
+            "times": _plain(times), "selection": _plain(selection), "provenance": done.get("provenance", {})}
+
+
+def _plain(d: dict) -> dict:
+    """numpy scalars -> Python values (for JSON)."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in d.items()}
+
+
+def export_run(label: str, run_dir, seed: int, dest) -> Path:
+    """Write the committed files of a complete run (module docstring) into ``dest``, atomically (the
+    folder is built beside and swapped in)."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    cases = collect_case_metrics({label: run_dir})
+    if cases.empty:
+        raise VersemiError(f"{run_dir}: no test evaluation to export")
+    cases.insert(1, "seed", int(seed))
+    record = run_record(label, run_dir, seed)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cases.to_csv(tmp / "cases.csv", index=False)
+    _loss_curve(run_dir).to_csv(tmp / "loss.csv", index=False)
+    _val_curve(run_dir).to_csv(tmp / "val.csv", index=False)
+    atomic_write_text(tmp / "run.json", json.dumps(record, indent=1, default=str) + "\n")
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def run_study(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR, data_dir="results/data",
+              runs_root="results/runs", labels=None, device=None, progress: bool = True, on_export=None) -> list[Path]:
+    """Train and export every run of ``study`` for each seed in turn (seed-major: the first seed of every
+    run before the second). ``labels``: only these run labels. Runs already exported by the same code are
+    skipped. ``on_export(path)``: called after each export (e.g. to commit it). Returns the exported
+    folders."""
+    done = []
+    for seed in seeds:
+        cfgs = study_configs(study, profile, int(seed))
+        if labels is not None:
+            unknown = sorted(set(labels) - set(cfgs))
+            if unknown:
+                raise VersemiError(f"study {study!r} has no run(s) {unknown}; its runs: {list(cfgs)}")
+            cfgs = {k: v for k, v in cfgs.items() if k in labels}
+        prepared = ensure_data(data_dir, profile, int(seed))
+        for label, cfg in cfgs.items():
+            dest = export_dir(out, profile, study, label, seed)
+            if _exported_by_current_code(dest):
+                continue
+            run_dir = get_or_train(cfg, prepared, runs_root, device=device, progress=progress)
+            done.append(export_run(label, run_dir, int(seed), dest))
+            if on_export is not None:
+                on_export(done[-1])
+    return done
+
+
+def _current(record: dict) -> bool:
+    """Whether a run record was produced by this checkout's code (shared, method and data code)."""
+    prov = record.get("provenance", {})
+    method = record.get("config", {}).get("method")
+    return (prov.get("code") == code_fingerprint() and prov.get("data_code") == code_fingerprint(entries=DATA_CODE)
+            and (not method or prov.get("method_code") == method_fingerprint(method)))
+
+
+def _exported_by_current_code(dest: Path) -> bool:
+    if not (dest / "run.json").is_file():
+        return False
+    return _current(json.loads((dest / "run.json").read_text()))
+
+
+@dataclass
+class StudyResults:
+    """The results of a study: ``cases`` (one line per run, seed, dataset and case: the columns of
+    :func:`versemi.runs.collect_case_metrics` plus ``seed``), ``val`` and ``losses`` (``method, seed`` +
+    the run's validations and training losses) and ``records`` (the run.json of every run)."""
+
+    study: str
+    profile: str
+    cases: pd.DataFrame
+    val: pd.DataFrame
+    losses: pd.DataFrame
+    records: list[dict]
+    source: str = "committed"     # committed (exported files) | live (run folders of this build)
+    not_trained: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "reason"]))
+
+    def times(self) -> pd.DataFrame:
+        """Training cost per run and seed (the columns of :func:`versemi.runs.run_times` plus ``seed``)."""
+        return pd.DataFrame([{**r["times"], "seed": r["seed"]} for r in self.records])
+
+    def selection(self) -> pd.DataFrame:
+        """The checkpoint each run was evaluated with (:func:`versemi.runs.selection_table` plus ``seed``)."""
+        return pd.DataFrame([{**r["selection"], "seed": r["seed"]} for r in self.records])
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({int(r["seed"]) for r in self.records})
+
+    @property
+    def commits(self) -> list[str]:
+        return sorted({str(r["provenance"].get("git", {}).get("commit", "unknown")) for r in self.records})
+
+    @property
+    def code(self) -> str | None:
+        codes = {r["provenance"].get("code") for r in self.records}
+        return codes.pop() if len(codes) == 1 else None
+
+    def code_is_current(self) -> bool:
+        """Whether this checkout's code is the code that produced the results: the shared training and
+        evaluation code, each run's method module and the data code (readers, preparation, phantoms)."""
+        return self.code is not None and all(_current(r) for r in self.records)
+
+    def seeds_per_run(self) -> pd.Series:
+        return self.cases.groupby("method", sort=False)["seed"].nunique()
+
+    def command(self) -> str:
+        seeds = " ".join(str(s) for s in self.seeds)
+        return f"versemi study run {self.study} --profile {self.profile} --seeds {seeds}"
+
+
+def results_from_runs(runs: dict[str, Path], seed: int, study: str = "live", profile: str | None = None,
+                      check_code: bool = True) -> StudyResults:
+    """The complete run folders of this build (label -> folder, one seed) as :class:`StudyResults`, the same
+    tables as committed results (``source="live"``)."""
+    cases = collect_case_metrics(runs, check_code=check_code)
+    if len(cases):
+        cases.insert(1, "seed", int(seed))
+    records = [run_record(label, d, seed) for label, d in runs.items()]
+    val = [_val_curve(Path(d)).assign(method=label, seed=int(seed)) for label, d in runs.items()]
+    losses = [_loss_curve(Path(d)).assign(method=label, seed=int(seed)) for label, d in runs.items()]
+    profile = profile or (records[0]["config"]["profile"] if records else "")
+    concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    return StudyResults(study, profile, cases, concat(val), concat(losses), records, source="live")
+
+
+def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None) -> StudyResults | None:
+    """The committed results of ``study`` (None when nothing is exported). ``labels``: only these runs.
+    Runs produced by different training code are a :class:`VersemiError`
+    (:func:`versemi.provenance.check_compatible`): a study is one code's evidence."""
+    root = Path(out) / profile / study
+    records, cases, val, losses = [], [], [], []
+    for rec_path in sorted(root.glob("*/seed-*/run.json")):
+        rec = json.loads(rec_path.read_text())
+        if labels is not None and rec["label"] not in labels:
+            continue
+        records.append(rec)
+        cases.append(pd.read_csv(rec_path.parent / "cases.csv"))
+        for frames, name in ((val, "val.csv"), (losses, "loss.csv")):
+            frames.append(pd.read_csv(rec_path.parent / name).assign(method=rec["label"], seed=int(rec["seed"])))
+    if not records:
+        return None
+    check_compatible({f"{r['label']} seed {r['seed']}": r["provenance"].get("code") for r in records},
+                     f"study {study!r} ({root})")
+    for label in dict.fromkeys(r["label"] for r in records):   # the seeds of one run: one method code
+        check_compatible({f"{label} seed {r['seed']}": r["provenance"].get("method_code")
+                          for r in records if r["label"] == label}, f"study {study!r}, run {label!r}")
+    return StudyResults(study, profile, pd.concat(cases, ignore_index=True), pd.concat(val, ignore_index=True),
+                        pd.concat(losses, ignore_index=True), records)
+
+
+def study_status(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR) -> pd.DataFrame:
+    """One line per (run, seed) of ``study``: whether it is exported and by the current code."""
+    lines = []
+    for seed in seeds:
+        for label in study_configs(study, profile, int(seed)):
+            dest = export_dir(out, profile, study, label, seed)
+            exported = (dest / "run.json").is_file()
+            lines.append({"run": label, "seed": int(seed), "exported": exported,
+                          "current_code": exported and _exported_by_current_code(dest)})
+    return pd.DataFrame(lines)
+
+SOURCES = ("auto", "committed", "live")
+
+
+def live_results(study: str, profile: str, seed: int = DEFAULT_SEED, data_dir="results/data",
+                 runs_root="results/runs", labels=None, device=None, progress: bool = True,
+                 ratio: int = 10) -> StudyResults:
+    """Train (or fetch from the run cache) the runs of ``study`` for one seed in this build, keeping going
+    past configs the data cannot support (listed in ``not_trained``, :func:`versemi.runs.run_available`)."""
+    cfgs = study_configs(study, profile, int(seed), ratio)
+    if labels is not None:
+        cfgs = {k: v for k, v in cfgs.items() if k in set(labels)}
+    prepared = ensure_data(data_dir, profile, int(seed))
+    runs, not_trained = run_available(cfgs, prepared, runs_root, device=device, progress=progress)
+    res = results_from_runs(runs, int(seed), study=study, profile=profile)
+    res.not_trained = not_trained
+    return res
+
+
+def study_results(study: str, profile: str, source: str = "auto", seed: int = DEFAULT_SEED, labels=None,
+                  data_dir="results/data", runs_root="results/runs", out=STUDIES_DIR, device=None,
+                  progress: bool = True, ratio: int = 10) -> StudyResults:
+    """The results of ``study`` for a page: the committed ones (``source="committed"``, or ``"auto"`` when
+    the profile has committed results of these runs at label ``ratio``) or :func:`live_results`
+    (``"live"``, or ``"auto"`` without committed results). ``labels``: only these runs."""
+    if source not in SOURCES:
+        raise VersemiError(f"results source must be one of {', '.join(SOURCES)}, got {source!r}")
+    committed = load_study(study, profile, out, labels=labels) if source != "live" else None
+    if committed is not None and all(int(r["config"]["ratio"]) == int(ratio) for r in committed.records):
+        return committed
+    if source == "committed":
+        raise VersemiError(f"no committed results of study {study!r} for profile {profile!r} under {out}; "
+                           f"run `versemi study run {study} --profile {profile}` or use source='live'")
+    return live_results(study, profile, seed, data_dir, runs_root, labels, device, progress, ratio)
