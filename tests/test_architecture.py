@@ -13,7 +13,8 @@ PKG = ROOT / "versemi"
 MAX_LINES = 500
 CORE = ("versemi.model", "versemi.losses", "versemi.mixing", "versemi.methods", "versemi.train",
         "versemi.evaluate", "versemi.data", "versemi.config", "versemi.runs", "versemi.checkpoints",
-        "versemi.provenance", "versemi.utils", "versemi.locks")
+        "versemi.provenance", "versemi.utils", "versemi.locks", "versemi.studies", "versemi.experiments",
+        "versemi.allocator")
 
 
 def _modules() -> dict[str, Path]:

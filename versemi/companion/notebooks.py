@@ -70,6 +70,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook("06_failures", "notebooks/06_failures.ipynb", ("failures",)),
     Notebook("07_explorer", "notebooks/07_explorer.ipynb", ("explorer",)),
     Notebook("08_la_real", "notebooks/08_la_real.ipynb", ("la",)),
+    Notebook("09_budget", "notebooks/09_budget.ipynb", ("budget",)),
 )
 
 
