@@ -7,7 +7,15 @@ import pytest
 
 from versemi.data.ensure import prepared_dir
 from versemi.data.prepare import load_manifest
-from versemi.studies import export_dir, load_study, run_key, run_study, study_configs, study_status
+from versemi.studies import (
+    export_dir,
+    load_study,
+    run_key,
+    run_study,
+    study_configs,
+    study_results,
+    study_status,
+)
 from versemi.utils import VersemiError
 
 LABEL = "Fully supervised (la) 100%"
@@ -77,3 +85,19 @@ def test_a_study_of_mixed_code_is_refused(smoke_root, tmp_path):
     assert load_study("curves", "smoke", tmp_path / "nothing") is None
     assert isinstance(load_study("curves", "smoke", out, labels=["nope"]), type(None))
     assert isinstance(pd.read_csv(src / "cases.csv"), pd.DataFrame)
+
+
+def test_study_results_prefers_committed_and_names_what_is_missing(smoke_root, tmp_path):
+    out = tmp_path / "studies"
+    run_study("curves", "smoke", seeds=[2333], out=out, data_dir=smoke_root / "data", runs_root=smoke_root / "runs",
+              labels=[LABEL], progress=False)
+    res = study_results("curves", "smoke", out=out, data_dir=smoke_root / "data", runs_root=smoke_root / "runs")
+    assert res.source == "committed" and [r["label"] for r in res.records] == [LABEL]
+    assert len(res.missing) == 7 and LABEL not in res.missing
+    live = study_results("curves", "smoke", source="live", labels=[LABEL], out=out, data_dir=smoke_root / "data",
+                         runs_root=smoke_root / "runs", progress=False)
+    assert live.source == "live" and live.cases.equals(res.cases)   # the same run, served by the cache
+    with pytest.raises(VersemiError, match="no committed results"):
+        study_results("sota", "smoke", source="committed", out=out)
+    with pytest.raises(VersemiError, match="results source"):
+        study_results("sota", "smoke", source="cache", out=out)

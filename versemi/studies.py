@@ -175,6 +175,7 @@ class StudyResults:
     records: list[dict]
     source: str = "committed"     # committed (exported files) | live (run folders of this build)
     not_trained: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "reason"]))
+    missing: list[str] = field(default_factory=list)   # runs of the study asked for but not committed yet
 
     def times(self) -> pd.DataFrame:
         """Training cost per run and seed (the columns of :func:`versemi.runs.run_times` plus ``seed``)."""
@@ -288,7 +289,11 @@ def study_results(study: str, profile: str, source: str = "auto", seed: int = DE
     if source not in SOURCES:
         raise VersemiError(f"results source must be one of {', '.join(SOURCES)}, got {source!r}")
     committed = load_study(study, profile, out, labels=labels) if source != "live" else None
-    if committed is not None and all(int(r["config"]["ratio"]) == int(ratio) for r in committed.records):
+    expected = study_configs(study, profile, int(seed), ratio)
+    if committed is not None and all(r["label"] in expected and int(r["config"]["ratio"]) == expected[r["label"]].ratio
+                                     for r in committed.records):
+        have = {r["label"] for r in committed.records}
+        committed.missing = [label for label in (labels if labels is not None else expected) if label not in have]
         return committed
     if source == "committed":
         raise VersemiError(f"no committed results of study {study!r} for profile {profile!r} under {out}; "

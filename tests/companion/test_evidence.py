@@ -29,10 +29,12 @@ def test_committed_results_name_seeds_commit_machine_and_the_command():
     assert "not every run" not in text
 
 
-def test_changed_code_and_missing_seeds_are_said():
-    text = evidence_statement(results([record("A", 2333, "0" * 16), record("A", 1, "0" * 16),
-                                       record("B", 2333, "0" * 16)]))
+def test_changed_code_and_missing_seeds_and_runs_are_said():
+    res = results([record("A", 2333, "0" * 16), record("A", 1, "0" * 16), record("B", 2333, "0" * 16)])
+    res.missing = ["C", "D"]
+    text = evidence_statement(res)
     assert "has changed since" in text and "1 to 2 seeds per run" in text
+    assert text.endswith("**Not committed yet** (absent from the tables): C, D.")
 
 
 def test_live_results_say_so():

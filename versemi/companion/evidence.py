@@ -36,6 +36,8 @@ def evidence_statement(results: StudyResults) -> str:
     current = ("the training and evaluation code of this checkout is the code that produced them"
                if results.code_is_current() else
                "**the training or evaluation code has changed since**: these numbers are those of the commit named")
+    missing = (f" **Not committed yet** (absent from the tables): {', '.join(results.missing)}."
+               if results.missing else "")
     return (f"**Committed results** (not recomputed by this build): {n_runs} runs x seeds {seeds}{uneven}, "
             f"trained at commit {commits} on {machines}; {current}. Regenerate them with "
-            f"`{results.command()}` and commit `{STUDIES_DIR}/{results.profile}/{results.study}/`.")
+            f"`{results.command()}` and commit `{STUDIES_DIR}/{results.profile}/{results.study}/`.{missing}")
