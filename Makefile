@@ -13,7 +13,7 @@ PROFILE ?= demo
 JOBS   ?= 1
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test book results bench lint clean-book clean browser-deps help
+.PHONY: test book results bench bench-gpu lint clean-book clean browser-deps help
 
 help:
 	@echo "make book    build the book on the embedded phantoms (profile $(PROFILE))"
@@ -21,6 +21,7 @@ help:
 	@echo "make results PROFILE=paper   re-execute every notebook with another profile"
 	@echo "make bench   speed/memory benchmarks into results/bench/"
 	@echo "             (BENCH_ARGS=\"--authors-repo PATH --la-dir PATH\": against the authors' code, on real LA)"
+	@echo "make bench-gpu  the same rows on CUDA in a few minutes (results/bench/*_cuda.csv)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,9 @@ results: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run --out results/bench $(BENCH_ARGS)
+
+bench-gpu: $(STAMP)
+	$(PY) -m bench.gpu --out results/bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check versemi tests

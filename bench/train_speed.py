@@ -107,7 +107,10 @@ def time_it(fn, reps: int) -> float:
     return float(np.median(ts))
 
 
-def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, device) -> list[dict]:
+def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, device,
+          amp: bool = False) -> list[dict]:
+    """Both sides' median seconds per step for one configuration; ``amp``: bf16 autocast around both sides'
+    forward passes and losses (as ``RunConfig.amp`` on CUDA)."""
     torch.manual_seed(0)
     ours = VerSemiNet(n_filters=f).to(device).train()
     if authors_repo and f == 16:
@@ -131,7 +134,8 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
         def fn():
             ctx = StepContext(nets={"net": ours}, optimizers={"net": opt_o}, stage=stage, step=0, stage_step=0,
                               stage_steps=10, rng=np.random.default_rng(0), options=method.options)
-            loss = method.step(ctx, lab, unlab)["loss"]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = method.step(ctx, lab, unlab)["loss"]
             opt_o.zero_grad()
             loss.backward()
             opt_o.step()
@@ -140,7 +144,9 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
     def run_ref(stage):
         def fn():
             rng = np.random.default_rng(0)
-            loss = authors_stage1_step(ref, x, y, t, rng) if stage == "stage1" else authors_stage2_step(ref, x, y, t, xu, rng)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = (authors_stage1_step(ref, x, y, t, rng) if stage == "stage1"
+                        else authors_stage2_step(ref, x, y, t, xu, rng))
             opt_r.zero_grad()
             loss.backward()
             opt_r.step()
@@ -151,6 +157,7 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
         s_ref = time_it(run_ref(stage), reps)
         s_ours = time_it(run_ours(stage), reps)
         rows.append({"what": f"VerSemi {stage} step", "config": f"f={f} patch={patch}^3 batch={batch}+{batch}",
+                     "precision": "bf16 autocast" if amp else "fp32",
                      "reference": ref_name, "reference_s": s_ref, "ours_s": s_ours, "speedup": s_ref / s_ours})
         print(rows[-1], flush=True)
     return rows

@@ -54,6 +54,13 @@ def test_a_study_over_two_seeds_is_exported_read_back_and_not_retrained(smoke_ro
     assert res.val["dice"].notna().any() and set(res.val["seed"]) == {1, 2333}
     assert len(res.losses) == 2 * res.records[0]["config"]["steps"]
     assert "--seeds 1 2333" in res.command()
+    # the recorded run folders are the hash of config + data: the data check recomputes them
+    assert res.same_data(prepared_dir(data_dir, "smoke", 2333), 2333) is True
+    assert res.same_data(prepared_dir(data_dir, "smoke", 1), 2333) is False
+    assert res.same_data(prepared_dir(data_dir, "smoke", 1), 7) is None
+    from versemi.companion.evidence import evidence_statement
+    assert "trained on exactly the data this build prepared" in evidence_statement(
+        res, prepared_dir(data_dir, "smoke", 1), 1)
     # two draws, two different sets of scores
     by_seed = res.cases.pivot_table(index="case", columns="seed", values="dice")
     assert not by_seed[1].equals(by_seed[2333])

@@ -32,12 +32,13 @@ import pandas as pd
 from versemi.config import RunConfig
 from versemi.data.ensure import DEFAULT_SEED, ensure_data
 from versemi.experiments import STUDY_GROUPS
-from versemi.provenance import DATA_CODE, check_compatible, code_fingerprint, method_fingerprint
+from versemi.provenance import check_compatible, code_fingerprint, method_fingerprint
 from versemi.runs import (
     collect_case_metrics,
     done_record,
     get_or_train,
     run_available,
+    run_dir_for,
     run_times,
     selection_table,
 )
@@ -148,11 +149,11 @@ def run_study(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR, data_dir="
 
 
 def _current(record: dict) -> bool:
-    """Whether a run record was produced by this checkout's code (shared, method and data code)."""
+    """Whether a run record was produced by this checkout's code (shared and method code; the data is
+    checked apart, :meth:`StudyResults.same_data`)."""
     prov = record.get("provenance", {})
     method = record.get("config", {}).get("method")
-    return (prov.get("code") == code_fingerprint() and prov.get("data_code") == code_fingerprint(entries=DATA_CODE)
-            and (not method or prov.get("method_code") == method_fingerprint(method)))
+    return prov.get("code") == code_fingerprint() and (not method or prov.get("method_code") == method_fingerprint(method))
 
 
 def _exported_by_current_code(dest: Path) -> bool:
@@ -200,8 +201,17 @@ class StudyResults:
 
     def code_is_current(self) -> bool:
         """Whether this checkout's code is the code that produced the results: the shared training and
-        evaluation code, each run's method module and the data code (readers, preparation, phantoms)."""
+        evaluation code and each run's method module."""
         return self.code is not None and all(_current(r) for r in self.records)
+
+    def same_data(self, prepared, seed: int) -> bool | None:
+        """Whether the runs of ``seed`` were trained on exactly the data prepared in ``prepared``: a run's folder
+        name is the hash of its config and of the prepared data's manifest, so recomputing it from this
+        data must give the recorded name. None when no run has that seed."""
+        recs = [r for r in self.records if int(r["seed"]) == int(seed)]
+        if not recs:
+            return None
+        return all(run_dir_for(RunConfig.from_dict(r["config"]), prepared, ".").name == r["run"] for r in recs)
 
     def seeds_per_run(self) -> pd.Series:
         return self.cases.groupby("method", sort=False)["seed"].nunique()

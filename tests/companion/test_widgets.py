@@ -25,20 +25,32 @@ def _vol():
     return img, lab
 
 
-def test_static_explorer_links_slider_and_prompts_in_the_browser():
+def test_static_explorer_links_sliders_planes_and_prompts_in_the_browser():
     img, lab = _vol()
     preds = {1: lab, 3: np.zeros_like(lab), 5: lab}
     w = static_explorer(img, preds, lab, n_slices=5, title="case")
-    head, buttons, slider, outer = w.children
+    head, buttons, sliders, outer = w.children
+    assert [s.description for s in sliders.children] == ["axial", "coronal", "sagittal"]
     assert isinstance(outer, W.Stack) and len(outer.children) == 3
-    assert all(isinstance(s, W.Stack) and len(s.children) == 5 for s in outer.children)
+    for per_prompt in outer.children:   # each prompt: the three planes side by side, 5 slices each
+        assert len(per_prompt.children) == 3
+        assert all(isinstance(s, W.Stack) and len(s.children) == 5 for s in per_prompt.children)
     links = [x for x in W.Widget.widgets.values() if isinstance(x, W.widget_link.Link)]
-    assert any(ln.source == (slider, "value") and ln.target[0] is outer.children[0] for ln in links)
+    for k, slider in enumerate(sliders.children):
+        assert any(ln.source == (slider, "value") and ln.target[0] is outer.children[0].children[k] for ln in links)
     assert any(ln.source == (buttons, "index") and ln.target == (outer, "selected_index") for ln in links)
-    # images differ between slices and between prompts with different predictions
-    pngs = [im.value for im in outer.children[0].children]
-    assert len(set(pngs)) == 5 and pngs[0][:4] == b"\x89PNG"
-    assert outer.children[0].children[2].value != outer.children[1].children[2].value
+    # images differ between slices, between planes and between prompts with different predictions
+    axial = [im.value for im in outer.children[0].children[0].children]
+    assert len(set(axial)) == 5 and axial[0][:4] == b"\x89PNG"
+    views = outer.children[0].children
+    assert len({views[k].children[2].value for k in range(3)}) == 3
+    assert views[0].children[2].value != outer.children[1].children[0].children[2].value
+
+
+def test_cut_takes_each_plane_of_an_x_y_z_volume():
+    img, _ = _vol()
+    assert X.cut(img, "axial", 3).shape == (24, 20) and np.array_equal(X.cut(img, "axial", 3), img[:, :, 3])
+    assert np.array_equal(X.cut(img, "coronal", 4), img[:, 4, :]) and np.array_equal(X.cut(img, "sagittal", 5), img[5])
 
 
 def test_live_explorer_runs_predict_once_per_case_and_prompt():
@@ -50,10 +62,13 @@ def test_live_explorer_runs_predict_once_per_case_and_prompt():
         return (lab if prompt == 1 else np.zeros_like(lab)), lab.astype(np.float32)
 
     w = live_explorer({"pancreas": [{"name": "c1", "image": img, "label": lab, "task": 1}]}, predict)
-    readout = w.children[-1]
+    readout, image = w.children[-1], w.children[-2]
     assert "Dice 1.000" in readout.value
-    slider = w.children[2]
+    plane, slider = w.children[2], w.children[3]
     slider.value = 3
+    axial = image.value
+    plane.value = "sagittal"
+    assert image.value != axial and slider.max == 23
     assert calls == [("c1", 1)]  # cached
     prompt = w.children[1].children[0]
     prompt.value = 3
@@ -76,12 +91,13 @@ def test_static_explorer_draws_each_prompts_own_truth():
     preds = {1: np.zeros_like(lab), 2: np.zeros_like(lab)}
     # the same (empty) prediction under both prompts: only the green truth can make the images differ
     per_prompt = static_explorer(img, preds, labels={1: lab, 2: other}, n_slices=3).children[-1]
-    assert per_prompt.children[0].children[1].value != per_prompt.children[1].children[1].value
+    axial = lambda explorer, prompt: explorer.children[prompt].children[0].children[1].value  # noqa: E731
+    assert axial(per_prompt, 0) != axial(per_prompt, 1)
     shared = static_explorer(img, preds, label=lab, n_slices=3).children[-1]
     no_truth = static_explorer(img, preds, labels={1: lab, 2: None}, n_slices=3).children[-1]
     # prompt 1 shows the same mask either way; prompt 2 with no known truth draws no contour
-    assert per_prompt.children[0].children[1].value == shared.children[0].children[1].value
-    assert no_truth.children[1].children[1].value != shared.children[1].children[1].value
+    assert axial(per_prompt, 0) == axial(shared, 0)
+    assert axial(no_truth, 1) != axial(shared, 1)
 
 
 # ------------------------------------------------------------------------------------ explorer data

@@ -153,27 +153,67 @@ def test_verify_reports_all_problems_at_once_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_failure_midway_leaves_no_partial_output(src, tmp_path):
+def _visible(out: Path) -> dict[str, bytes]:
+    """The output folder as a reader sees it (the staging folder of a failed run left aside)."""
+    return {k: v for k, v in _files(out).items() if not k.startswith(".prepare-")}
+
+
+def test_failure_midway_leaves_no_partial_output_and_the_next_run_resumes(src, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(src, raw)
     out = tmp_path / "out"
     P.prepare(["pancreas", "spleen"], raw, out, profile="smoke")
     good = _files(out)
-    F.corrupt_gzip(raw / "Task09_Spleen" / "imagesTr" / "spleen_46.nii.gz")
+    broken = raw / "Task09_Spleen" / "imagesTr" / "spleen_46.nii.gz"
+    intact = broken.read_bytes()
+    F.corrupt_gzip(broken)
     with pytest.raises(VersemiError, match="spleen_46.nii.gz.*cannot read image"):
         P.prepare(["pancreas", "spleen"], raw, out, profile="smoke")
-    assert _files(out) == good  # the previous complete output is untouched, no temp files
+    assert _visible(out) == good  # the previous complete output is untouched
     fresh = tmp_path / "fresh"
     with pytest.raises(VersemiError, match="spleen_46.nii.gz"):
         P.prepare(["pancreas", "spleen"], raw, fresh, profile="smoke")
-    assert not [p for p in fresh.rglob("*")]  # nothing: no manifest, no case files, no staging
+    assert _visible(fresh) == {}  # no manifest, no case file where a reader looks
+    staged = [k for k in _files(fresh) if k.endswith(".h5")]
+    assert staged and not any("spleen_46" in k for k in staged)  # only finished cases are kept, for resuming
     with pytest.raises(VersemiError, match="fresh.*no manifest.json.*run `versemi prepare"):
         P.load_manifest(fresh)
     with pytest.raises(VersemiError, match="does not exist.*versemi prepare"):
         P.load_manifest(tmp_path / "never")
+    # the raw case repaired: the next run resumes, and its output is what an uninterrupted run writes
+    broken.write_bytes(intact)
+    P.prepare(["pancreas", "spleen"], raw, fresh, profile="smoke")
+    assert _files(fresh) == _visible(out)  # byte-identical, the staging folder gone
     os.remove(out / "spleen" / "spleen_02.h5")
     with pytest.raises(VersemiError, match="spleen_02.h5.*missing.*incomplete"):
         P.load_manifest(out)
+
+
+def test_a_killed_prepare_resumes_from_its_finished_cases(src, tmp_path):
+    """SIGKILL in the middle of a dataset: the finished cases are not prepared again, the result is the same."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    code = ("import sys; from versemi.data.prepare import prepare; "
+            "prepare(['pancreas', 'spleen'], sys.argv[1], sys.argv[2], profile='smoke')")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src), str(out)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob(".prepare-*/*/*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob(".prepare-*/*/*.h5")
+                   if p.with_suffix(".json").is_file()}
+    assert len(done_before) >= 3 and not (out / "manifest.json").exists()
+    P.prepare(["pancreas", "spleen"], src, out, profile="smoke")
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*/*.h5")}
+    assert all(after[name] == mtime for name, mtime in done_before.items())  # moved in, not rewritten
+    reference = tmp_path / "reference"
+    P.prepare(["pancreas", "spleen"], src, reference, profile="smoke")
+    assert _files(out) == _files(reference)
 
 
 def test_prepare_other_datasets_are_kept_in_the_manifest(src, tmp_path):

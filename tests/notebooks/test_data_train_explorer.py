@@ -129,11 +129,12 @@ def test_explorer_notebook_saves_widget_state(executed):
         by_model.setdefault(m["model_name"], []).append((mid, m["state"]))
     assert len(by_model["TabModel"]) == 1
     prepared = root / "data" / "smoke" / "prepared"
-    depths = [cs[0]["image"].shape[-1] for cs in X.explorer_cases(prepared, split="test").values()]
-    assert len(by_model["ImageModel"]) == 5 * sum(len(X.slice_indices(d, N_SLICES)) for d in depths)
-    assert len(by_model["StackModel"]) == 4 * (5 + 1)
+    shapes = [cs[0]["image"].shape for cs in X.explorer_cases(prepared, split="test").values()]
+    # per case: 5 prompts x the three planes' slices; one stack per (prompt, plane) plus the prompt stack
+    assert len(by_model["ImageModel"]) == 5 * sum(len(X.slice_indices(n, N_SLICES)) for sh in shapes for n in sh)
+    assert len(by_model["StackModel"]) == 4 * (5 * 3 + 1)
     links = [s for _, s in by_model["LinkModel"]]
-    assert len(links) == 4 * (5 + 1)
+    assert len(links) == 4 * (5 * 3 + 1)
     kinds = {mid: m["model_name"] for mid, m in state.items()}
     for link in links:
         (src, src_attr), (dst, dst_attr) = link["source"], link["target"]
@@ -173,7 +174,9 @@ def test_live_explorer_runs_the_network(executed):
     prepared = root / "data" / "smoke" / "prepared"
     run = run_dir_for(sota_configs("smoke", 10, 2333)["VerSemi 10%"], prepared, root / "runs")
     w = X.live_explorer_for_run(run, prepared, per_dataset=1)
-    (ds, _case), (prompt, _layer), z, img, readout = w.children[0].children, w.children[1].children, *w.children[2:]
+    (ds, _case), (prompt, _layer), plane, z, img, readout = (w.children[0].children, w.children[1].children,
+                                                              *w.children[2:])
+    assert plane.value == "axial" and list(plane.options) == ["axial", "coronal", "sagittal"]
     assert list(ds.options) == ["pancreas", "la", "spleen", "lung"] and img.value[:4] == b"\x89PNG"
     assert readout.value.startswith("Dice")
     first = img.value

@@ -10,6 +10,8 @@ the command that regenerates them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from versemi.studies import STUDIES_DIR, StudyResults
 
 
@@ -19,10 +21,12 @@ def _machine(rec: dict) -> str:
     return f"{m.get('platform', 'unknown platform')}, {cpu}" + (f", {m['cuda']}" if m.get("cuda") else "")
 
 
-def evidence_statement(results: StudyResults) -> str:
+def evidence_statement(results: StudyResults, prepared=None, seed: int | None = None) -> str:
     """A Markdown paragraph: whether the page's numbers are committed or live, over which seeds and runs,
     from which commit and machine, whether the current code still is the code that produced them, and
-    the command that regenerates them."""
+    the command that regenerates them. ``prepared`` / ``seed``: this build's prepared data of that seed,
+    when there is one: the paragraph then says whether the committed runs of the seed were trained on
+    exactly these data (:meth:`~versemi.studies.StudyResults.same_data`)."""
     n_runs = len({r["label"] for r in results.records})
     seeds = ", ".join(str(s) for s in results.seeds)
     if results.source == "live":
@@ -38,6 +42,13 @@ def evidence_statement(results: StudyResults) -> str:
                "**the training or evaluation code has changed since**: these numbers are those of the commit named")
     missing = (f" **Not committed yet** (absent from the tables): {', '.join(results.missing)}."
                if results.missing else "")
+    data = ""
+    if prepared is not None and seed is not None and (Path(prepared) / "manifest.json").is_file():
+        same = results.same_data(prepared, seed)
+        if same is not None:
+            data = (f" The runs of seed {seed} were trained on exactly the data this build prepared." if same else
+                    f" **The runs of seed {seed} were trained on other data than this build prepared** (another "
+                    "phantom generator or preparation): they are the committed commit's numbers.")
     return (f"**Committed results** (not recomputed by this build): {n_runs} runs x seeds {seeds}{uneven}, "
             f"trained at commit {commits} on {machines}; {current}. Regenerate them with "
-            f"`{results.command()}` and commit `{STUDIES_DIR}/{results.profile}/{results.study}/`.{missing}")
+            f"`{results.command()}` and commit `{STUDIES_DIR}/{results.profile}/{results.study}/`.{data}{missing}")

@@ -14,8 +14,8 @@ Two forms:
 What each prompt should find is :func:`versemi.data.truth.prompt_truth` with the run's task prompts
 (``RunConfig.task_prompts``). The explorer data: :func:`explorer_cases`,
 :func:`predict_prompts` (all prompts from one backbone pass per window batch), :func:`prompt_scores`,
-:func:`explorer_predictions`, and the figure :func:`plot_prompt_grid`. Volumes are (X, Y, Z); slices are
-taken along the last axis.
+:func:`explorer_predictions`, and the figure :func:`plot_prompt_grid`. Volumes are (X, Y, Z); the
+explorers show the three planes (:data:`PLANES`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from versemi.evaluate import case_metrics, sliding_window_predict
 from versemi.runs import load_run_net
 
 __all__ = [
-    "PROMPTS", "PROMPT_NAMES", "render_slice_png", "slice_indices", "static_explorer", "live_explorer",
+    "PROMPTS", "PROMPT_NAMES", "PLANES", "cut", "render_slice_png", "slice_indices", "static_explorer", "live_explorer",
     "explorer_cases", "predict_prompts", "prompt_scores", "explorer_predictions", "static_explorers",
     "plot_prompt_grid", "live_explorer_for_run",
 ]
@@ -73,45 +73,59 @@ def render_slice_png(image2d: np.ndarray, label2d=None, pred2d=None, prob2d=None
     return buf.getvalue()
 
 
+#: The three planes of a volume (X, Y, Z) and the axis each one cuts: axial (fixed z), coronal (fixed y),
+#: sagittal (fixed x). A cut is drawn with its first remaining axis horizontal and the second upwards.
+PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def cut(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """The 2-D slice of an (X, Y, Z) ``volume`` at ``index`` of ``plane``'s axis (:data:`PLANES`)."""
+    return np.take(volume, int(index), axis=PLANES[plane])
+
+
 def slice_indices(depth: int, n: int) -> list[int]:
-    """``n`` slice positions spread over the last axis (fewer if the volume is thinner)."""
+    """``n`` slice positions spread over an axis of ``depth`` voxels (fewer if the volume is thinner)."""
     n = max(1, min(n, depth))
     return sorted({int(round(v)) for v in np.linspace(depth * 0.15, depth * 0.85 - 1, n)})
 
 
 def static_explorer(image: np.ndarray, preds: dict[int, np.ndarray], label: np.ndarray | None = None,
                     n_slices: int = 9, title: str = "", probs: dict[int, np.ndarray] | None = None,
-                    labels: dict[int, np.ndarray | None] | None = None) -> W.Widget:
-    """A kernel-free explorer of one case: prompt buttons x slice slider over precomputed images.
+                    labels: dict[int, np.ndarray | None] | None = None, planes=tuple(PLANES)) -> W.Widget:
+    """A kernel-free explorer of one case: prompt buttons, and per plane a slice slider over precomputed
+    images, the planes side by side (axial, coronal, sagittal by default).
 
     image: (X, Y, Z) volume; preds: prompt id -> (X, Y, Z) prediction; label: one (X, Y, Z) mask drawn
     in green under every prompt, or labels: prompt id -> the mask that prompt should find (None or
     missing: no green contour for it); probs (optional): prompt id -> (X, Y, Z) foreground probability
-    shown instead of the contour when given. Slices are taken along the last axis. All switching
-    happens in the browser through ``jslink``.
+    shown instead of the contour when given. All switching happens in the browser through ``jslink``.
     """
-    zs = slice_indices(image.shape[-1], n_slices)
     prompts = sorted(preds)
-    slider = W.IntSlider(value=len(zs) // 2, min=0, max=len(zs) - 1, description="slice", continuous_update=True)
+    positions = {pl: slice_indices(image.shape[PLANES[pl]], n_slices) for pl in planes}
+    sliders = {pl: W.IntSlider(value=len(pos) // 2, min=0, max=len(pos) - 1, description=pl, continuous_update=True)
+               for pl, pos in positions.items()}
     buttons = W.ToggleButtons(options=[(PROMPT_NAMES.get(p, str(p)), i) for i, p in enumerate(prompts)],
                               value=0, description="prompt")
     per_prompt = []
     for p in prompts:
         truth = labels.get(p) if labels is not None else label
-        imgs = []
-        for z in zs:
-            png = render_slice_png(image[..., z], None if truth is None else truth[..., z], preds[p][..., z],
-                                   None if probs is None else probs[p][..., z],
-                                   title=f"{PROMPT_NAMES.get(p, p)} | z={z}")
-            imgs.append(W.Image(value=png, format="png"))
-        inner = W.Stack(imgs, selected_index=slider.value)
-        W.jslink((slider, "value"), (inner, "selected_index"))
-        per_prompt.append(inner)
+        views = []
+        for pl, pos in positions.items():
+            imgs = []
+            for i in pos:
+                png = render_slice_png(cut(image, pl, i), None if truth is None else cut(truth, pl, i),
+                                       cut(preds[p], pl, i), None if probs is None else cut(probs[p], pl, i),
+                                       title=f"{PROMPT_NAMES.get(p, p)} | {pl} {i}")
+                imgs.append(W.Image(value=png, format="png"))
+            inner = W.Stack(imgs, selected_index=sliders[pl].value)
+            W.jslink((sliders[pl], "value"), (inner, "selected_index"))
+            views.append(inner)
+        per_prompt.append(W.HBox(views))
     outer = W.Stack(per_prompt, selected_index=0)
     W.jslink((buttons, "index"), (outer, "selected_index"))
     head = W.HTML(f"<b>{title}</b> &nbsp; <span style='color:#00a000'>label</span> / "
                   f"<span style='color:#e02020'>prediction</span>")
-    return W.VBox([head, buttons, slider, outer])
+    return W.VBox([head, buttons, W.HBox(list(sliders.values())), outer])
 
 
 def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], tuple[np.ndarray, np.ndarray]],
@@ -128,6 +142,7 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
     case = W.Dropdown(description="case")
     prompt = W.Dropdown(options=[(v, k) for k, v in PROMPT_NAMES.items()], description="prompt")
     layer = W.ToggleButtons(options=["prediction", "probability"], description="show")
+    plane = W.ToggleButtons(options=list(PLANES), description="plane")
     z = W.IntSlider(description="slice", min=0, max=1)
     img = W.Image(format="png")
     readout = W.HTML()
@@ -145,15 +160,17 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
         if case.value is None:
             return
         c = current()
-        z.max = c["image"].shape[-1] - 1
+        z.max = c["image"].shape[PLANES[plane.value]] - 1
         key = (ds.value, case.value, prompt.value)
         if key not in cache:
             cache[key] = predict(c, prompt.value)
         pred, prob = cache[key]
         zi = min(z.value, z.max)
         gt = truth(c, prompt.value) if truth else (c["label"] if prompt.value == c["task"] else None)
-        img.value = render_slice_png(c["image"][..., zi], None if gt is None else gt[..., zi], pred[..., zi],
-                                     prob[..., zi] if layer.value == "probability" else None, size=4)
+        pl = plane.value
+        img.value = render_slice_png(cut(c["image"], pl, zi), None if gt is None else cut(gt, pl, zi),
+                                     cut(pred, pl, zi), cut(prob, pl, zi) if layer.value == "probability" else None,
+                                     size=4)
         if gt is None:
             readout.value = f"{int(pred.sum())} voxels predicted; no reference for this prompt"
         else:
@@ -162,13 +179,13 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
                              f"ASD {m['asd']:.2f} (voxels){' | empty prediction' if m['empty_pred'] else ''}")
 
     ds.observe(on_ds, "value")
-    for w in (case, prompt, layer, z):
+    for w in (case, prompt, layer, plane, z):
         w.observe(redraw, "value")
     on_ds()
     if case.options:
         z.value = current()["image"].shape[-1] // 2
     redraw()
-    return W.VBox([W.HBox([ds, case]), W.HBox([prompt, layer]), z, img, readout])
+    return W.VBox([W.HBox([ds, case]), W.HBox([prompt, layer]), plane, z, img, readout])
 
 
 # ---------------------------------------------------------------------------------------------- explorer data

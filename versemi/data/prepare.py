@@ -51,9 +51,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -62,11 +59,11 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from versemi.config import get_profile
-from versemi.data import readers
+from versemi.data import readers, staging
 from versemi.data.readers import KNOWN_DUPLICATES, CaseRef, RawCase
 from versemi.data.registry import DATASETS, STRUCTURES, authors_split, get_dataset
 from versemi.locks import folder_lock
-from versemi.utils import VersemiError, atomic_write_text
+from versemi.utils import VersemiError
 
 PREP_VERSION = "versemi-prep-1"
 MANIFEST = "manifest.json"
@@ -342,9 +339,13 @@ def _prepare_dataset(ds: str, src: Path, stage: Path, profile: str, seed: int) -
     target = _target_spacing(refs, ds, profile)
     params = dataset_params(ds, profile, target or (1.0, 1.0, 1.0))
     legend = _read_legend(src)
-    (stage / ds).mkdir(parents=True)
+    (stage / ds).mkdir(parents=True, exist_ok=True)
     cases = []
     for ref in tqdm(refs, desc=f"prepare {ds}", unit="case", leave=False, disable=None):
+        done = staging.finished(stage, f"{ds}/{ref.name}.h5", ref.source)
+        if done is not None:   # finished by a run that was killed (versemi/data/staging.py)
+            cases.append(done)
+            continue
         case = ref.load()
         problems = check_case(case)
         if problems:
@@ -363,6 +364,11 @@ def _prepare_dataset(ds: str, src: Path, stage: Path, profile: str, seed: int) -
                       "spacing": [float(s) for s in spacing], "labeled": label is not None,
                       "label_fraction": float(label.mean()) if label is not None else None,
                       "has_hidden": hidden is not None, "source": attrs["source"]})
+        staging.record(stage, rel, cases[-1], ref.source)
+    keep = {c["file"] for c in cases}
+    for f in (stage / ds).iterdir():   # cases staged by a killed run whose raw case is gone
+        if f.suffix == ".h5" and f"{ds}/{f.name}" not in keep:
+            f.unlink()
     present = {c["name"]: c["labeled"] for c in cases}
     splits = make_splits(ds, present, seed)
     return {"task": DATASETS[ds].task_id, "title": DATASETS[ds].title, "modality": DATASETS[ds].modality,
@@ -399,32 +405,19 @@ def prepare(datasets, src, out, profile: str = "demo", verify: bool = False, see
 
 
 def _prepare_into(datasets: list[str], src: Path, out: Path, profile: str, seed: int) -> Path:
-    """The writing part of :func:`prepare` (under the folder lock)."""
+    """The writing part of :func:`prepare` (under the folder lock), resumable per case
+    (``versemi/data/staging.py``)."""
     previous = {}
     with contextlib.suppress(VersemiError):
         previous = load_manifest(out)["datasets"]
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out))
-    try:
-        entries = {ds: _prepare_dataset(ds, src, stage, profile, seed) for ds in datasets}
-        # swap in: the manifest goes first (the folder reads as incomplete meanwhile) and comes back last
-        manifest = out / MANIFEST
-        with contextlib.suppress(FileNotFoundError):
-            manifest.unlink()
-        for ds in datasets:
-            final = out / ds
-            if final.exists():
-                trash = stage / f".old-{ds}"
-                os.replace(final, trash)
-            os.replace(stage / ds, final)
-        merged = {ds: e for ds, e in previous.items() if ds not in entries}
-        merged.update(entries)
-        order = [d for d in DATASETS if d in merged]
-        doc = {"format": MANIFEST_FORMAT, "prep_version": PREP_VERSION, "seed": seed,
-               "datasets": {d: merged[d] for d in order}}
-        atomic_write_text(manifest, json.dumps(doc, indent=1) + "\n")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    stage = staging.open_stage(out, staging.stage_key(datasets, src, profile, seed, PREP_VERSION))
+    entries = {ds: _prepare_dataset(ds, src, stage, profile, seed) for ds in datasets}
+    merged = {ds: e for ds, e in previous.items() if ds not in entries}
+    merged.update(entries)
+    order = [d for d in DATASETS if d in merged]
+    doc = {"format": MANIFEST_FORMAT, "prep_version": PREP_VERSION, "seed": seed,
+           "datasets": {d: merged[d] for d in order}}
+    staging.swap_in(stage, out, datasets, out / MANIFEST, json.dumps(doc, indent=1) + "\n")
     return out / MANIFEST
 
 
