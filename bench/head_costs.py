@@ -27,11 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from versemi.companion.figures import save_table
+from bench import save_profiles
 from versemi.companion.tables import HEADS, head_parameter_counts
 from versemi.config import make_config, profile_names
 from versemi.model import VerSemiNet
-from versemi.provenance import machine
 from versemi.utils import VersemiError, get_device
 
 
@@ -141,16 +140,7 @@ def main(argv=None) -> int:
     for profile in args.profiles:
         print(f"head costs: {profile} ...", file=sys.stderr, flush=True)
         frames.append(profile_costs(profile, reps=reps, batch=args.batch, device=args.device))
-    df = pd.concat(frames, ignore_index=True)
-    for k, v in machine().items():
-        df[k] = v
-    path = Path(args.out) / "head_costs.csv"
-    if path.is_file():  # keep the lines of the profiles not measured now (e.g. paper, measured on a GPU)
-        old = pd.read_csv(path)
-        df = pd.concat([old[~old["profile"].isin(args.profiles)], df], ignore_index=True)
-    save_table(df, path)
-    print(df.to_string(index=False))
-    print(f"wrote {path}", file=sys.stderr)
+    save_profiles(pd.concat(frames, ignore_index=True), Path(args.out) / "head_costs.csv", args.profiles)
     return 0
 
 

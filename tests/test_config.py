@@ -24,7 +24,11 @@ def test_every_profile_is_complete_and_its_train_defaults_are_config_fields():
         assert p.name == name and p.data in ("phantom", "real") and p.note.startswith(name)
         assert set(p.train) <= fields and set(p.train.get("patch", ())) and p.prepare.min_size >= 32
         assert (p.phantoms is not None) == p.is_phantom
-        assert all(set(s) <= fields for s in p.method_settings.values())
+    from versemi.methods import get_method_class, method_names
+    for m in method_names():   # each method's released settings and defaults are config fields
+        cls = get_method_class(m)
+        assert set(cls.paper_settings) <= fields and set(cls.config_defaults) <= fields, m
+    assert [n for n, p in PROFILES.items() if p.released_settings] == ["paper"]
     assert profile_names("phantom") == ("smoke", "demo") and "la-real" not in profile_names("notebooks")
     assert set(profile_names()) == {"smoke", "demo", "la-real", "paper"}
     assert is_phantom("demo") and not is_phantom("paper") and data_note("la-real").startswith("la-real profile")
@@ -77,3 +81,18 @@ def test_yaml_round_trip_and_errors(tmp_path):
                      (dict(datasets=("liver",)), "unknown dataset"), (dict(optimizer="rmsprop"), "optimizer must be")]:
         with pytest.raises(VersemiError, match=msg):
             make_config("versemi", "smoke", **bad)
+
+
+def test_late_fields_at_their_default_keep_the_run_identity_and_paper_la_runs_take_the_released_patch():
+    cfg = make_config("versemi", "demo")
+    d = cfg.to_dict()
+    d.pop("augment")                       # a config written before the field existed
+    old = RunConfig.from_dict(d)
+    assert old.identity("x") == cfg.identity("x")
+    assert make_config("versemi", "demo", augment="rotflip").identity("x") != cfg.identity("x")
+    la = make_config("uamt", "paper", datasets=("la",))
+    assert la.patch == la.eval_patch == (112, 112, 80) and la.augment == "rotflip" and la.dropout == 0.5
+    assert make_config("uamt", "paper").patch == (96, 96, 96)            # the Uni- variant keeps 96^3
+    assert make_config("uamt", "demo", datasets=("la",)).augment == "none"  # CPU profiles: no augmentation
+    with pytest.raises(VersemiError, match="augment"):
+        make_config("versemi", "demo", augment="mixup")

@@ -18,11 +18,14 @@ from versemi.utils import VersemiError
 def test_sota_group_per_profile():
     demo = sota_configs("demo")
     rows = [c.row_name() for c in demo.values()]
-    assert rows.count("Sup-only") == rows.count("UA-MT") == rows.count("BCP") == 4 and "MT" not in rows
-    assert {"Uni-Sup-only", "Uni-MT", "Uni-UA-MT", "Uni-BCP", "VerSemi"} <= set(rows)
-    assert rows.count("Fully supervised") == 4 and len(demo) == 21
+    ssl = ("UA-MT", "DTC", "ASE-Net", "BCP", "CauSSL", "MagicNet")
+    assert all(rows.count(r) == 4 for r in ("Sup-only", *ssl)) and "MT" not in rows
+    assert {"Uni-Sup-only", "Uni-MT", *(f"Uni-{r}" for r in ssl), "UniSeg", "VerSemi"} <= set(rows)
+    assert "DoDNet" not in rows   # in the CPU profiles DoDNet is the Uni-Sup-only run itself
+    assert rows.count("Fully supervised") == 4 and len(demo) == 7 * 4 + 8 + 1 + 1 + 4
     assert all(k == c.label() for k, c in demo.items())
-    assert sum(c.row_name() == "MT" for c in sota_configs("paper").values()) == 4
+    paper = [c.row_name() for c in sota_configs("paper").values()]
+    assert paper.count("MT") == 4 and {"DoDNet", "UniSeg"} <= set(paper)
     assert {c.ratio for c in sota_configs("demo", ratio=20).values()} == {20, 100}
 
 
@@ -33,6 +36,9 @@ def test_ablation_and_deviation_groups_change_one_thing_each():
     assert abl["w/o L_aux"].options == {"laux": False} and abl["multi-head (no controller)"].head == "multi"
     dev = ablation_configs("smoke", variants=DEVIATIONS)
     assert dev["#5 released: selection on test"].selection == "test" and dev[FULL_MODEL] == full
+    stage1 = dev["#1 released: stage 1 only"]   # the released 1,000 epochs: the first half of the schedule
+    assert stage1.options == {"consistency": False} and stage1.steps == round(full.steps / 2)
+    assert abl["w/o unlabeled consistency"].steps == full.steps
     merged = ablation_configs("smoke", options={"stage1_fraction": 0.25})["w/o L_aux"]
     assert merged.options == {"stage1_fraction": 0.25, "laux": False}
 

@@ -43,3 +43,17 @@ def test_record_and_compatibility():
     assert P.check_compatible({"a": None}) is None
     with pytest.raises(VersemiError, match=r"different code .*x: a; y: b"):
         P.check_compatible({"a": "x", "b": "y"})
+
+
+def test_method_fingerprint_covers_the_method_modules_it_imports(tmp_path):
+    from versemi.provenance import method_modules
+
+    (tmp_path / "base.py").write_text("X = 1\n")
+    (tmp_path / "helper.py").write_text("from .base import X\nY = X\n")
+    (tmp_path / "deep.py").write_text("Z = 3\n")
+    (tmp_path / "mine.py").write_text("from .helper import Y\nfrom . import deep\nfrom versemi.utils import VersemiError\n")
+    assert method_modules(tmp_path / "mine.py") == {"mine.py", "helper.py", "deep.py"}
+    from pathlib import Path
+
+    import versemi.methods.uamt as uamt
+    assert method_modules(Path(uamt.__file__)) == {"uamt.py", "mean_teacher.py"}

@@ -108,3 +108,19 @@ def test_study_results_prefers_committed_and_names_what_is_missing(smoke_root, t
         study_results("sota", "smoke", source="committed", out=out)
     with pytest.raises(VersemiError, match="results source"):
         study_results("sota", "smoke", source="cache", out=out)
+
+
+def test_choose_code_keeps_the_most_complete_evidence_while_a_new_code_retrains():
+    from versemi.provenance import code_fingerprint
+    from versemi.studies import choose_code
+
+    cur = code_fingerprint()
+    old = {"runs": {("A", 1), ("B", 1), ("C", 1)}, "time": "2026-01-01"}
+    new = {"runs": {("A", 1)}, "time": "2026-02-01"}
+    assert choose_code({}, ["A"]) == (None, {})
+    assert choose_code({"old": old, cur: new}, ["A", "B", "C", "D"]) == ("old", {cur: 1})
+    new["runs"] |= {("B", 1), ("C", 1), ("D", 1)}
+    assert choose_code({"old": old, cur: new}, ["A", "B", "C", "D"]) == (cur, {"old": 3})
+    # without the current code: the better covered, then the newer
+    assert choose_code({"x": old, "y": {"runs": {("A", 2), ("B", 2), ("C", 2)}, "time": "2026-03-01"}},
+                       ["A", "B", "C"])[0] == "y"

@@ -15,20 +15,28 @@ from versemi.config import ALL_DATASETS, RATIOS, RunConfig, get_profile, make_co
 from versemi.runs import run_available
 from versemi.utils import VersemiError
 
-# The baselines compared with VerSemi. The paper profile trains every task-specific baseline; the CPU
-# profiles leave out task-specific Mean Teacher (its Uni- variant stays).
-TASK_SPECIFIC_METHODS = {"paper": ("sup_only", "mean_teacher", "uamt", "bcp")}
-DEFAULT_TASK_SPECIFIC = ("sup_only", "uamt", "bcp")
-UNI_METHODS = ("sup_only", "mean_teacher", "uamt", "bcp")
+# The baselines compared with VerSemi: the semi-supervised methods, each task-specific (one model per
+# dataset) and task-unified (Uni-: one prompted model on the four datasets), and the universal models.
+# The paper profile trains every one; the CPU profiles leave out task-specific Mean Teacher (its Uni-
+# variant stays) and DoDNet, which there is the Uni-Sup-only run itself (``versemi/methods/dodnet.py``).
+SSL_METHODS = ("uamt", "dtc", "ase_net", "bcp", "caussl", "magicnet")
+TASK_SPECIFIC_METHODS = {"paper": ("sup_only", "mean_teacher", *SSL_METHODS)}
+DEFAULT_TASK_SPECIFIC = ("sup_only", *SSL_METHODS)
+UNI_METHODS = ("sup_only", "mean_teacher", *SSL_METHODS)
+UNIVERSAL_METHODS = {"paper": ("dodnet", "uniseg")}
+DEFAULT_UNIVERSAL = ("uniseg",)
 
 
 def sota_configs(profile: str = "demo", ratio: int = 10, seed: int = 2333, **overrides) -> dict[str, RunConfig]:
     """label -> config for the SOTA comparison: task-specific baselines per dataset, their Uni- variants
-    on all four datasets with the prompted network, VerSemi, and the fully supervised upper bound."""
+    on all four datasets with the prompted network, the universal models, VerSemi, and the fully
+    supervised upper bound."""
     cfgs: list[RunConfig] = []
     for m in TASK_SPECIFIC_METHODS.get(profile, DEFAULT_TASK_SPECIFIC):
         cfgs += [make_config(m, profile, datasets=(d,), ratio=ratio, seed=seed, **overrides) for d in ALL_DATASETS]
     cfgs += [make_config(m, profile, ratio=ratio, seed=seed, **overrides) for m in UNI_METHODS]
+    cfgs += [make_config(m, profile, ratio=ratio, seed=seed, **overrides)
+             for m in UNIVERSAL_METHODS.get(profile, DEFAULT_UNIVERSAL)]
     cfgs.append(make_config("versemi", profile, ratio=ratio, seed=seed, **overrides))
     cfgs += [make_config("sup_only", profile, datasets=(d,), ratio=100, seed=seed, **overrides) for d in ALL_DATASETS]
     return {c.label(): c for c in cfgs}
@@ -48,7 +56,8 @@ FULL_MODEL = "VerSemi (full)"
 # (book/reproducibility.md, "Deviations from the authors' code"; the number is that table's row).
 DEVIATIONS: dict[str, dict] = {
     FULL_MODEL: {},
-    "#1 released: stage 1 only": {"options": {"consistency": False}},
+    # the released script trains stage 1 for 1,000 epochs, the first half of the paper's schedule
+    "#1 released: stage 1 only": {"options": {"consistency": False}, "steps_scale": 0.5},
     "#2-3 released stage-2 loss": {"options": {"authors_stage2": True}},
     "#5 released: selection on test": {"selection": "test"},
     "#6 released: centre-cropped unlabeled": {"crop_unlabeled": "center"},
@@ -63,9 +72,13 @@ def ablation_configs(profile: str = "demo", ratio: int = 10, seed: int = 2333, v
     the runs that each restore one behaviour of the authors' released code)."""
     out = {}
     for label, change in (ABLATIONS if variants is None else variants).items():
+        change = dict(change)
+        scale = change.pop("steps_scale", None)   # a fraction of the profile's schedule
         kw = {**overrides, **change}
         if "options" in change and "options" in overrides:
             kw["options"] = {**overrides["options"], **change["options"]}
+        if scale is not None:
+            kw["steps"] = max(1, round(scale * int(kw.get("steps", get_profile(profile).train["steps"]))))
         out[label] = make_config("versemi", profile, ratio=ratio, seed=seed, **kw)
     return out
 

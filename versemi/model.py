@@ -72,84 +72,18 @@ class BackboneOut:
 
     bottleneck: torch.Tensor
     decoder: torch.Tensor
+    skips: tuple = ()     # (x4, x3, x2): the encoder features the decoder adds (extra decoders reuse them)
 
 
-class VerSemiNet(nn.Module):
-    """Task-prompted V-Net.
+class PromptedHeadMixin:
+    """The task-prompted segmentation head (module docstring): ``GAP`` + ``controller`` (dynamic), or
+    ``static_heads`` (multi / none), and ``precls_conv``, as attributes of the network that mixes it in
+    (so that the parameter names stay the authors'). Built by :func:`build_prompted_head`; a network with
+    several decoders gives each extra decoder a :class:`PromptedDecoder` of its own.
 
-    Args:
-        in_channels: image channels (1 for CT/MRI).
-        n_filters: base width f (16 in the paper).
-        num_tasks: number of real tasks T; prompts are 1..T and T+1 (synthetic task).
-        head: ``"dynamic"`` (the paper: controller-generated per-sample head), ``"multi"`` (one static
-            head per prompt, no controller; ablation) or ``"none"`` (one static head, prompt ignored;
-            ablation).
-        dropout: Dropout3d probability on the bottleneck during training (0 in VerSemi, as the authors'
-            training calls; the UA-MT family uses 0.5 for MC-dropout uncertainty).
-
-    Input sizes must be divisible by 16 and at least 32 on every axis.
+    Needs ``self.num_prompts`` and ``self.head_kind``.
     """
 
-    def __init__(self, in_channels: int = 1, n_filters: int = 16, num_tasks: int = 4,
-                 head: HeadKind = "dynamic", dropout: float = 0.0):
-        super().__init__()
-        if head not in ("dynamic", "multi", "none"):
-            raise ValueError(f"unknown head {head!r}; expected 'dynamic', 'multi' or 'none'")
-        if num_tasks < 1 or n_filters < 1 or in_channels < 1:
-            raise ValueError("in_channels, n_filters and num_tasks must be positive")
-        f = n_filters
-        self.in_channels, self.n_filters, self.num_tasks, self.head_kind = in_channels, f, num_tasks, head
-        self.num_prompts = num_tasks + 1
-        self.dropout_p = float(dropout)
-
-        self.block_one = ConvStage(1, in_channels, f)
-        self.block_one_dw = Resample(f, 2 * f, up=False)
-        self.block_two = ConvStage(2, 2 * f, 2 * f)
-        self.block_two_dw = Resample(2 * f, 4 * f, up=False)
-        self.block_three = ConvStage(3, 4 * f, 4 * f)
-        self.block_three_dw = Resample(4 * f, 8 * f, up=False)
-        self.block_four = ConvStage(3, 8 * f, 8 * f)
-        self.block_four_dw = Resample(8 * f, 16 * f, up=False)
-        self.block_five = ConvStage(3, 16 * f, 16 * f)
-        self.block_five_up = Resample(16 * f, 8 * f, up=True)
-        self.block_six = ConvStage(3, 8 * f, 8 * f)
-        self.block_six_up = Resample(8 * f, 4 * f, up=True)
-        self.block_seven = ConvStage(3, 4 * f, 4 * f)
-        self.block_seven_up = Resample(4 * f, 2 * f, up=True)
-        self.block_eight = ConvStage(2, 2 * f, 2 * f)
-        self.block_eight_up = Resample(2 * f, f, up=True)
-
-        if head == "dynamic":
-            self.GAP = nn.Sequential(nn.BatchNorm3d(16 * f), nn.ReLU(inplace=True), nn.AdaptiveAvgPool3d(1))
-            self.controller = nn.Conv3d(16 * f + self.num_prompts, HEAD_PARAMS, kernel_size=1)
-        else:
-            n_heads = self.num_prompts if head == "multi" else 1
-            self.static_heads = nn.Parameter(torch.stack([_init_head_params() for _ in range(n_heads)]))
-        self.precls_conv = nn.Sequential(nn.BatchNorm3d(f), nn.ReLU(inplace=True),
-                                         nn.Conv3d(f, HEAD_CHANNELS, kernel_size=1))
-
-    # ------------------------------------------------------------------ backbone
-    def backbone(self, x: torch.Tensor) -> BackboneOut:
-        """Prompt-independent encoder/decoder. x: (B, C, D, H, W), sizes divisible by 16."""
-        if x.dim() != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
-        if any(s % 16 or s < 32 for s in x.shape[2:]):
-            raise ValueError(f"spatial size {tuple(x.shape[2:])} must be divisible by 16 and at least 32 "
-                             "(four 2x down-steps, and InstanceNorm needs more than one voxel at the bottleneck)")
-        x1 = self.block_one(x)
-        x2 = self.block_two(self.block_one_dw(x1))
-        x3 = self.block_three(self.block_two_dw(x2))
-        x4 = self.block_four(self.block_three_dw(x3))
-        x5 = self.block_five(self.block_four_dw(x4))
-        # the controller sees x5 before dropout (as in the authors' network)
-        x5_in = F.dropout3d(x5, self.dropout_p, training=True) if (self.training and self.dropout_p > 0) else x5
-        x6 = self.block_six(self.block_five_up(x5_in) + x4)
-        x7 = self.block_seven(self.block_six_up(x6) + x3)
-        x8 = self.block_eight(self.block_seven_up(x7) + x2)
-        x8_up = self.block_eight_up(x8)  # the finest skip (x1) is not added
-        return BackboneOut(bottleneck=x5, decoder=x8_up)
-
-    # ------------------------------------------------------------------ prompt handling
     def encode_task(self, task_ids: torch.Tensor | int | list[int], batch: int, device) -> torch.Tensor:
         """Validated 1-D long tensor of prompts (B,), values in 1..num_tasks+1.
 
@@ -202,6 +136,168 @@ class VerSemiNet(nn.Module):
         x = self.precls_conv(feats.decoder)
         return apply_dynamic_head(x, params, return_second=return_second)
 
+    def heads(self, feats: BackboneOut, prompts: list) -> list[torch.Tensor]:
+        """Logits for several prompt vectors on the same backbone features.
+
+        In training mode each prompt runs the pre-classifier again (as a full forward per prompt would:
+        BatchNorm running statistics are updated once per prompt); in eval mode the pre-classifier is
+        deterministic, so it runs once and only the per-sample heads differ.
+        """
+        if self.training:
+            return [self.head(feats, p) for p in prompts]
+        b = feats.decoder.shape[0]
+        x = self.precls_conv(feats.decoder)
+        return [apply_dynamic_head(x, self.head_params(feats, self.encode_task(p, b, x.device))) for p in prompts]
+
+
+
+def build_prompted_head(mod: nn.Module, f: int, num_prompts: int, head: HeadKind) -> None:
+    """Create the head's parameters on ``mod`` for decoder width ``f`` and bottleneck width 16f."""
+    if head == "dynamic":
+        mod.GAP = nn.Sequential(nn.BatchNorm3d(16 * f), nn.ReLU(inplace=True), nn.AdaptiveAvgPool3d(1))
+        mod.controller = nn.Conv3d(16 * f + num_prompts, HEAD_PARAMS, kernel_size=1)
+    else:
+        n_heads = num_prompts if head == "multi" else 1
+        mod.static_heads = nn.Parameter(torch.stack([_init_head_params() for _ in range(n_heads)]))
+    mod.precls_conv = nn.Sequential(nn.BatchNorm3d(f), nn.ReLU(inplace=True),
+                                    nn.Conv3d(f, HEAD_CHANNELS, kernel_size=1))
+
+
+def build_encoder(mod: nn.Module, in_channels: int, f: int) -> None:
+    """Create the V-Net encoder (``block_one`` .. ``block_five`` and the down-steps) on ``mod``."""
+    mod.block_one = ConvStage(1, in_channels, f)
+    mod.block_one_dw = Resample(f, 2 * f, up=False)
+    mod.block_two = ConvStage(2, 2 * f, 2 * f)
+    mod.block_two_dw = Resample(2 * f, 4 * f, up=False)
+    mod.block_three = ConvStage(3, 4 * f, 4 * f)
+    mod.block_three_dw = Resample(4 * f, 8 * f, up=False)
+    mod.block_four = ConvStage(3, 8 * f, 8 * f)
+    mod.block_four_dw = Resample(8 * f, 16 * f, up=False)
+    mod.block_five = ConvStage(3, 16 * f, 16 * f)
+
+
+def encode(mod: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """The encoder of ``mod`` (:func:`build_encoder`; ``mod.in_channels``): the bottleneck ``x5``
+    (B, 16f, D/16, H/16, W/16) and the skips ``(x4, x3, x2)`` of x (B, C, D, H, W), sizes divisible by 16."""
+    if x.dim() != 5 or x.shape[1] != mod.in_channels:
+        raise ValueError(f"expected input (B, {mod.in_channels}, D, H, W), got {tuple(x.shape)}")
+    if any(s % 16 or s < 32 for s in x.shape[2:]):
+        raise ValueError(f"spatial size {tuple(x.shape[2:])} must be divisible by 16 and at least 32 "
+                         "(four 2x down-steps, and InstanceNorm needs more than one voxel at the bottleneck)")
+    x1 = mod.block_one(x)
+    x2 = mod.block_two(mod.block_one_dw(x1))
+    x3 = mod.block_three(mod.block_two_dw(x2))
+    x4 = mod.block_four(mod.block_three_dw(x3))
+    return mod.block_five(mod.block_four_dw(x4)), (x4, x3, x2)
+
+
+def build_decoder(mod: nn.Module, f: int, up: str = "transposed") -> None:
+    """Create the V-Net decoder (``block_five_up`` .. ``block_eight_up``) on ``mod``.
+
+    ``up``: ``"transposed"`` (the V-Net's 2x2x2 transposed convolutions) or ``"trilinear"`` /
+    ``"nearest"`` (:class:`Upsample`: interpolation then a 3x3x3 convolution, the interpolating up-steps of
+    MC-Net's ``Upsampling_function``; CauSSL's released decoders put a 1x1x1 convolution before the
+    interpolation instead, which ``versemi/methods/caussl.py`` builds on top of this)."""
+    mk = (lambda ci, co: Resample(ci, co, up=True)) if up == "transposed" else (lambda ci, co: Upsample(ci, co, up))
+    mod.block_five_up = mk(16 * f, 8 * f)
+    mod.block_six = ConvStage(3, 8 * f, 8 * f)
+    mod.block_six_up = mk(8 * f, 4 * f)
+    mod.block_seven = ConvStage(3, 4 * f, 4 * f)
+    mod.block_seven_up = mk(4 * f, 2 * f)
+    mod.block_eight = ConvStage(2, 2 * f, 2 * f)
+    mod.block_eight_up = mk(2 * f, f)
+
+
+def decode(mod: nn.Module, x5: torch.Tensor, skips: tuple, dropout: float = 0.0) -> torch.Tensor:
+    """The decoder of ``mod`` (:func:`build_decoder`) from the bottleneck ``x5`` and the skips
+    ``(x4, x3, x2)``: (B, f, D, H, W), the input of the pre-classifier.
+
+    With ``dropout`` > 0 (training only) Dropout3d is applied where the UA-MT V-Net applies it
+    (``code/networks/vnet.py`` of yulequan/UA-MT): on the bottleneck after the controller has seen it,
+    and on the last decoder features before the classifier."""
+    x4, x3, x2 = skips
+    drop = mod.training and dropout > 0
+    x5_in = F.dropout3d(x5, dropout, training=True) if drop else x5
+    x6 = mod.block_six(mod.block_five_up(x5_in) + x4)
+    x7 = mod.block_seven(mod.block_six_up(x6) + x3)
+    x8 = mod.block_eight(mod.block_seven_up(x7) + x2)
+    x8_up = mod.block_eight_up(x8)  # the finest skip (x1) is not added
+    return F.dropout3d(x8_up, dropout, training=True) if drop else x8_up
+
+
+class Upsample(nn.Sequential):
+    """Interpolation x2 (``mode`` trilinear or nearest) -> 3x3x3 conv -> InstanceNorm3d -> ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, mode: str):
+        if mode not in ("trilinear", "nearest"):
+            raise ValueError(f"unknown up-sampling {mode!r}; expected transposed, trilinear or nearest")
+        kw = {"align_corners": False} if mode == "trilinear" else {}
+        super().__init__(OrderedDict(conv=nn.Sequential(nn.Upsample(scale_factor=2, mode=mode, **kw),
+                                                        nn.Conv3d(c_in, c_out, 3, padding=1),
+                                                        nn.InstanceNorm3d(c_out), nn.ReLU(inplace=True))))
+
+
+class PromptedDecoder(PromptedHeadMixin, nn.Module):
+    """An extra decoder with its own prompted head, on the encoder of a :class:`VerSemiNet` (the
+    multi-decoder and dual-output networks of the baselines). ``forward(feats, task_ids)`` takes the
+    base network's :class:`BackboneOut` and returns logits (B, 2, D, H, W)."""
+
+    def __init__(self, n_filters: int, num_tasks: int, head: HeadKind = "dynamic", up: str = "transposed",
+                 dropout: float = 0.0):
+        super().__init__()
+        self.num_tasks, self.num_prompts, self.head_kind = num_tasks, num_tasks + 1, head
+        self.dropout_p = float(dropout)
+        build_decoder(self, n_filters, up)
+        build_prompted_head(self, n_filters, self.num_prompts, head)
+
+    def features(self, feats: BackboneOut) -> BackboneOut:
+        """The base network's features with this decoder's output in place of the base decoder's."""
+        return BackboneOut(bottleneck=feats.bottleneck, decoder=decode(self, feats.bottleneck, feats.skips,
+                                                                       self.dropout_p), skips=feats.skips)
+
+    def forward(self, feats: BackboneOut, task_ids, return_second: bool = False):
+        return self.head(self.features(feats), task_ids, return_second=return_second)
+
+
+class VerSemiNet(PromptedHeadMixin, nn.Module):
+    """Task-prompted V-Net.
+
+    Args:
+        in_channels: image channels (1 for CT/MRI).
+        n_filters: base width f (16 in the paper).
+        num_tasks: number of real tasks T; prompts are 1..T and T+1 (synthetic task).
+        head: ``"dynamic"`` (the paper: controller-generated per-sample head), ``"multi"`` (one static
+            head per prompt, no controller; ablation) or ``"none"`` (one static head, prompt ignored;
+            ablation).
+        dropout: Dropout3d probability during training, at the two places of the UA-MT V-Net (:func:`decode`;
+            0 in VerSemi, as the authors' training calls; the UA-MT family uses 0.5 for MC-dropout
+            uncertainty).
+
+    Input sizes must be divisible by 16 and at least 32 on every axis.
+    """
+
+    def __init__(self, in_channels: int = 1, n_filters: int = 16, num_tasks: int = 4,
+                 head: HeadKind = "dynamic", dropout: float = 0.0):
+        super().__init__()
+        if head not in ("dynamic", "multi", "none"):
+            raise ValueError(f"unknown head {head!r}; expected 'dynamic', 'multi' or 'none'")
+        if num_tasks < 1 or n_filters < 1 or in_channels < 1:
+            raise ValueError("in_channels, n_filters and num_tasks must be positive")
+        f = n_filters
+        self.in_channels, self.n_filters, self.num_tasks, self.head_kind = in_channels, f, num_tasks, head
+        self.num_prompts = num_tasks + 1
+        self.dropout_p = float(dropout)
+
+        build_encoder(self, in_channels, f)
+        build_decoder(self, f)
+        build_prompted_head(self, f, self.num_prompts, head)
+
+    # ------------------------------------------------------------------ backbone
+    def backbone(self, x: torch.Tensor) -> BackboneOut:
+        """Prompt-independent encoder/decoder. x: (B, C, D, H, W), sizes divisible by 16."""
+        x5, skips = encode(self, x)
+        return BackboneOut(bottleneck=x5, decoder=decode(self, x5, skips, self.dropout_p), skips=skips)
+
     def forward(self, x: torch.Tensor, task_ids, return_features: bool = False):
         """Segmentation logits (B, 2, D, H, W) for input x (B, C, D, H, W) and prompts task_ids (B,).
 
@@ -221,19 +317,6 @@ class VerSemiNet(nn.Module):
         g = (self.global_feature(feats.bottleneck) if self.head_kind == "dynamic"
              else feats.bottleneck.mean(dim=(2, 3, 4)))
         return logits, {"global": g, "bottleneck": feats.bottleneck, "decoder": feats.decoder, "prehead": pre}
-
-    def heads(self, feats: BackboneOut, prompts: list) -> list[torch.Tensor]:
-        """Logits for several prompt vectors on the same backbone features.
-
-        In training mode each prompt runs the pre-classifier again (as a full forward per prompt would:
-        BatchNorm running statistics are updated once per prompt); in eval mode the pre-classifier is
-        deterministic, so it runs once and only the per-sample heads differ.
-        """
-        if self.training:
-            return [self.head(feats, p) for p in prompts]
-        b = feats.decoder.shape[0]
-        x = self.precls_conv(feats.decoder)
-        return [apply_dynamic_head(x, self.head_params(feats, self.encode_task(p, b, x.device))) for p in prompts]
 
     def forward_prompts(self, x: torch.Tensor, prompts: list) -> list[torch.Tensor]:
         """Logits for several prompt vectors on the same input, sharing one backbone pass."""

@@ -125,12 +125,36 @@ def now() -> str:
 
 
 def method_fingerprint(method: str) -> str:
-    """:func:`code_fingerprint` of the module that defines the registered method ``method``."""
+    """:func:`code_fingerprint` of the module that defines the registered method ``method`` and of the
+    method modules it imports (UA-MT's uses Mean Teacher's noise and student pass), except the shared
+    interface ``methods/base.py``, which :data:`TRAINING_CODE` covers."""
     import importlib
 
     cls = importlib.import_module("versemi.methods").get_method_class(method)
     path = Path(importlib.import_module(cls.__module__).__file__)
-    return code_fingerprint(entries=(path.name,), root=path.parent)
+    names = sorted(method_modules(path))
+    return code_fingerprint(entries=tuple(names), root=path.parent)
+
+
+def method_modules(path: Path) -> set[str]:
+    """File names of the method module ``path`` and of the sibling method modules it imports, transitively
+    (``from .x import ...``, ``from versemi.methods.x import ...``, ``from . import x``), without base.py."""
+    folder, seen, todo = path.parent, set(), [path.name]
+    while todo:
+        name = todo.pop()
+        if name in seen or name == "base.py" or not (folder / name).is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((folder / name).read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if node.level == 1 and mod:
+                    todo.append(mod.split(".")[0] + ".py")
+                elif node.level == 1:
+                    todo += [a.name + ".py" for a in node.names]
+                elif mod.startswith("versemi.methods."):
+                    todo.append(mod.split(".")[2] + ".py")
+    return seen
 
 
 def record(config: Mapping | None = None, root: str | Path = REPO_ROOT) -> dict:

@@ -177,6 +177,7 @@ class StudyResults:
     source: str = "committed"     # committed (exported files) | live (run folders of this build)
     not_trained: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "reason"]))
     missing: list[str] = field(default_factory=list)   # runs of the study asked for but not committed yet
+    superseded: dict = field(default_factory=dict)     # other code versions' committed runs left out: code -> n
 
     def times(self) -> pd.DataFrame:
         """Training cost per run and seed (the columns of :func:`versemi.runs.run_times` plus ``seed``)."""
@@ -236,15 +237,31 @@ def results_from_runs(runs: dict[str, Path], seed: int, study: str = "live", pro
     return StudyResults(study, profile, cases, concat(val), concat(losses), records, source="live")
 
 
-def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None) -> StudyResults | None:
-    """The committed results of ``study`` (None when nothing is exported). ``labels``: only these runs.
-    Runs produced by different training code are a :class:`VersemiError`
+def committed_codes(study: str, profile: str, out=STUDIES_DIR) -> dict[str, dict]:
+    """The code versions among the committed runs of ``study``: shared-code fingerprint -> ``{"runs":
+    {(label, seed), ...}, "time": newest export time}``. While a changed training code re-trains a study,
+    its runs are committed one by one next to the previous code's (:func:`study_results` chooses)."""
+    versions: dict[str, dict] = {}
+    for rec_path in sorted((Path(out) / profile / study).glob("*/seed-*/run.json")):
+        rec = json.loads(rec_path.read_text())
+        v = versions.setdefault(rec["provenance"].get("code"), {"runs": set(), "time": ""})
+        v["runs"].add((rec["label"], int(rec["seed"])))
+        v["time"] = max(v["time"], str(rec["provenance"].get("time", "")))
+    return versions
+
+
+def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str | None = None) -> StudyResults | None:
+    """The committed results of ``study`` (None when nothing is exported). ``labels``: only these runs;
+    ``code``: only the runs of that shared-code fingerprint (:func:`committed_codes`). Runs produced by
+    different training code are otherwise a :class:`VersemiError`
     (:func:`versemi.provenance.check_compatible`): a study is one code's evidence."""
     root = Path(out) / profile / study
     records, cases, val, losses = [], [], [], []
     for rec_path in sorted(root.glob("*/seed-*/run.json")):
         rec = json.loads(rec_path.read_text())
         if labels is not None and rec["label"] not in labels:
+            continue
+        if code is not None and rec["provenance"].get("code") != code:
             continue
         records.append(rec)
         cases.append(pd.read_csv(rec_path.parent / "cases.csv"))
@@ -275,6 +292,30 @@ def study_status(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR) -> pd.D
 SOURCES = ("auto", "committed", "live")
 
 
+def choose_code(versions: dict[str, dict], labels) -> tuple[str | None, dict]:
+    """Which code version's committed runs a page shows, and what it leaves out.
+
+    A version's *coverage* is the number of runs of ``labels`` it has for its best-covered seed. The choice:
+    the current code's version when it covers every run; else the version that covers most (the newest on
+    a tie): while a changed training code re-trains a study run by run, the previous evidence stays on the
+    page, marked as produced by older code, until the new code's runs cover more of the study. Returns
+    ``(code, {other code: number of its runs left out})``."""
+    if not versions:
+        return None, {}
+    labels = set(labels)
+
+    def coverage(v):
+        seeds = {s for _, s in v["runs"]}
+        return max(len(labels & {lab for lab, s in v["runs"] if s == seed}) for seed in seeds)
+
+    current = code_fingerprint()
+    if current in versions and coverage(versions[current]) == len(labels):
+        code = current
+    else:
+        code = max(versions, key=lambda c: (coverage(versions[c]), versions[c]["time"]))
+    return code, {c: len(v["runs"]) for c, v in versions.items() if c != code}
+
+
 def live_results(study: str, profile: str, seed: int = DEFAULT_SEED, data_dir="results/data",
                  runs_root="results/runs", labels=None, device=None, progress: bool = True,
                  ratio: int = 10) -> StudyResults:
@@ -298,8 +339,13 @@ def study_results(study: str, profile: str, source: str = "auto", seed: int = DE
     (``"live"``, or ``"auto"`` without committed results). ``labels``: only these runs."""
     if source not in SOURCES:
         raise VersemiError(f"results source must be one of {', '.join(SOURCES)}, got {source!r}")
-    committed = load_study(study, profile, out, labels=labels) if source != "live" else None
     expected = study_configs(study, profile, int(seed), ratio)
+    committed = None
+    if source != "live":
+        code, superseded = choose_code(committed_codes(study, profile, out), labels if labels is not None else expected)
+        committed = load_study(study, profile, out, labels=labels, code=code) if code is not None else None
+        if committed is not None:
+            committed.superseded = superseded
     if committed is not None and all(r["label"] in expected and int(r["config"]["ratio"]) == expected[r["label"]].ratio
                                      for r in committed.records):
         have = {r["label"] for r in committed.records}

@@ -206,14 +206,14 @@ def _setup(cfg: RunConfig, prepared_dir, run_dir: Path, dev: torch.device, rank:
     lab = PatchSampler(lab_cases, cfg.patch, cfg.batch_size, seed=cfg.seed,
                        crop="random" if cfg.pos_fraction is None else "posneg",
                        pos_fraction=0.5 if cfg.pos_fraction is None else cfg.pos_fraction,
-                       stream=10 + rank, labeled=True)
+                       stream=10 + rank, labeled=True, augment=cfg.augment)
     unlab = None
     if method.uses_unlabeled:
         unlab_cases = split_cases(cfg, prepared_dir, "unlabeled")
         if not unlab_cases:
             raise VersemiError(f"{prepared_dir}: method {cfg.method} needs unlabeled cases; none found")
         unlab = PatchSampler(unlab_cases, cfg.patch, cfg.unlabeled_batch_size, seed=cfg.seed,
-                             crop=cfg.crop_unlabeled, stream=20 + rank, labeled=False)
+                             crop=cfg.crop_unlabeled, stream=20 + rank, labeled=False, augment=cfg.augment)
     val_split = {"val": "val", "test": "test", "last": None}[cfg.selection]
     val_cases = split_cases(cfg, prepared_dir, val_split) if (val_split and rank == 0) else []
     return _Run(code=code_state(cfg.method), cfg=cfg, run_dir=run_dir, dev=dev, rank=rank, world=world, method=method, nets=nets,
@@ -253,7 +253,9 @@ def _one_step(run: _Run, step: int) -> dict:
     """Stage hook, learning rates, batches, the method's step, EMA teachers; returns the log row."""
     ctx = _context(run, step)
     if ctx.stage_step == 0:
-        run.method.on_stage_start(ctx.stage, ctx)   # may replace an optimiser in ctx.optimizers
+        run.method.on_stage_start(ctx.stage, ctx)   # may replace an optimiser, load the best checkpoint
+        if step > 0 and run.method.select_per_stage:
+            run.best = {"score": -1.0, "step": -1}   # the model is selected among this stage's validations
     for name, opt in run.optimizers.items():
         for g in opt.param_groups:
             g["lr"] = run.method.lr_at(run.cfg, name, step)
@@ -336,7 +338,9 @@ def train(cfg: RunConfig, prepared_dir, run_dir, device: str | None = None, prog
         if progress and rank == 0:
             bar.set_postfix(stage=row["stage"], loss=f"{row['loss']:.3f}")
         last = step == total - 1
-        if rank == 0 and run.val_cases and ((step + 1) % cfg.val_every == 0 or last):
+        _, stage_step, stage_steps = locate_stage(run.stages, step)
+        stage_end = run.method.select_per_stage and stage_step == stage_steps - 1
+        if rank == 0 and run.val_cases and ((step + 1) % cfg.val_every == 0 or last or stage_end):
             with out_of_memory_as(partial(_oom_message, run, step, "validation")):
                 _validate_and_select(run, step, writer)
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or last or step + 1 == end):

@@ -207,3 +207,16 @@ def test_head_costs_table_reads_the_committed_measurement(tmp_path):
     assert smoke["params_total"].tolist() == tables.head_parameter_counts(4)["params_total"].tolist()
     assert (smoke["reps"] == 0).all() and (smoke["batch"] == 2).all() and (smoke["device"] == "not measured").all()
     assert "not measured" in smoke["machine"].iloc[0] and "--profiles smoke" in smoke["machine"].iloc[0]
+
+
+def test_the_reproducibility_chapter_shows_the_released_settings_of_every_method():
+    from pathlib import Path
+
+    from versemi.companion.tables import released_settings_markdown, released_settings_table
+    from versemi.methods import get_method_class, method_names
+
+    page = (Path(__file__).resolve().parents[2] / "book" / "reproducibility.md").read_text()
+    assert released_settings_markdown() in page   # regenerate the table when a method's settings change
+    table = released_settings_table()
+    with_settings = {m for m in method_names() if get_method_class(m).paper_settings}
+    assert set(table["registry name"]) == with_settings and table["source"].str.len().min() > 20

@@ -142,3 +142,39 @@ def test_load_split_cases_from_a_prepared_folder(tmp_path):
         load_split_cases(tmp_path / "out", ["spleen"], 10, "train")
     with pytest.raises(VersemiError, match="no manifest.json.*versemi prepare"):
         load_split_cases(tmp_path / "flat", ["spleen"], 10, "labeled")
+
+
+def test_rot_flip_moves_image_and_label_together_and_always_reflects_as_released():
+    import numpy as np
+
+    from versemi.data.loaders import rot_flip
+
+    img = torch.arange(4 * 4 * 2, dtype=torch.float32).reshape(1, 4, 4, 2)
+    lab = (img[0] % 3 == 0).long()
+    poses = set()
+    for seed in range(40):
+        i2, l2 = rot_flip(img, lab, np.random.default_rng(seed))
+        assert i2.shape == img.shape and torch.equal(l2, (i2[0] % 3 == 0).long())   # same transform
+        assert torch.equal(i2[..., 1] - i2[..., 0], torch.ones(4, 4)[None])           # z is untouched
+        poses.add(tuple(i2[0, :, :, 0].flatten().tolist()))
+    # the released transform always flips after rotating, so it yields the 4 reflections of the square,
+    # never a pure rotation (nor the identity)
+    rotations = {tuple(torch.rot90(img[0, :, :, 0], k).flatten().tolist()) for k in range(4)}
+    assert len(poses) == 4 and not poses & rotations
+
+
+def test_augment_none_draws_what_it_drew_before_and_rotflip_changes_the_patches():
+    import numpy as np
+
+    from versemi.data.loaders import PatchSampler
+
+    rng = np.random.default_rng(0)
+    cases = [{"name": f"c{i}", "task": 1, "image": rng.normal(size=(40, 40, 36)).astype(np.float32),
+              "label": (rng.random((40, 40, 36)) > 0.5).astype(np.uint8)} for i in range(3)]
+    plain = PatchSampler(cases, (32, 32, 32), 2, seed=1)
+    none = PatchSampler(cases, (32, 32, 32), 2, seed=1, augment="none")
+    aug = PatchSampler(cases, (32, 32, 32), 2, seed=1, augment="rotflip")
+    a, b, c = plain.batch(3), none.batch(3), aug.batch(3)
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+    with pytest.raises(VersemiError, match="square"):
+        PatchSampler(cases, (32, 16, 32), 2, seed=1, augment="rotflip")

@@ -43,5 +43,21 @@ def test_versemi_ablation_switches():
     assert m.stages(10) == [("stage1", 10)] and not m.uses_unlabeled
     out = m.step(ctx(net, "stage1"), lab, None)
     assert "aux" not in out and "syn" in out
-    out = get_method("versemi", {"syn": False}).step(ctx(net, "stage1"), lab, None)
+    m = get_method("versemi", {"syn": False})
+    out = m.step(ctx(net, "stage1"), lab, None)
     assert "syn" not in out and "aux" in out
+
+
+def test_without_the_synthetic_task_prompt_5_is_never_trained():
+    """w/o Task#5: no term of either stage reaches prompt 5's head; stage 2 is L_sup alone, no unlabeled."""
+    torch.manual_seed(0)
+    net = VerSemiNet(n_filters=4, head="multi").train()   # one static head per prompt: row 4 is prompt 5
+    lab = batch(4, 1, [1, 2, 3, 4])
+    m = get_method("versemi", {"syn": False})
+    assert not m.uses_unlabeled and [s for s, _ in m.stages(10)] == ["stage1", "stage2"]
+    for stage in ("stage1", "stage2"):
+        net.zero_grad()
+        out = m.step(ctx(net, stage), lab, None)
+        out["loss"].backward()
+        assert net.static_heads.grad[4].abs().sum() == 0 and net.static_heads.grad[:4].abs().sum() > 0
+    assert set(out) == {"loss", "sup"}

@@ -42,6 +42,11 @@ def evidence_statement(results: StudyResults, prepared=None, seed: int | None = 
                "**the training or evaluation code has changed since**: these numbers are those of the commit named")
     missing = (f" **Not committed yet** (absent from the tables): {', '.join(results.missing)}."
                if results.missing else "")
+    others = sum(results.superseded.values())
+    if others:
+        missing += (f" {others} committed run(s) of {len(results.superseded)} other code version(s) are not "
+                    "shown: a study is one code's evidence, and the page shows the current code's runs once "
+                    "they cover the study, the newest complete version until then.")
     data = ""
     if prepared is not None and seed is not None and (Path(prepared) / "manifest.json").is_file():
         same = results.same_data(prepared, seed)

@@ -21,7 +21,7 @@ from importlib import resources
 
 import pandas as pd
 
-from versemi.companion.tables import AVERAGE, DATASET_ORDER, METRIC_NAMES, NA
+from versemi.companion.tables import AVERAGE, DATASET_ORDER, METHOD_ORDER, METRIC_NAMES, NA
 from versemi.config import FULLY_SUPERVISED
 from versemi.data.registry import DATASETS
 from versemi.evaluate import METRICS
@@ -33,8 +33,7 @@ REF_DATASETS = {
     "MSD Spleen": "spleen", "MSD Lung Tumor": "lung", "All four datasets (average)": AVERAGE,
 }
 # the rows of the SOTA table, in the paper's order (reported_table's default)
-SOTA_ROWS = ("Sup-only", "MT", "UA-MT", "BCP", "Uni-Sup-only", "Uni-MT", "Uni-UA-MT", "Uni-BCP", "VerSemi",
-             "Fully supervised")
+SOTA_ROWS = METHOD_ORDER
 _NUMBER = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)")
 
 

@@ -44,9 +44,9 @@ AVERAGE = "average"
 NA = "n/a"
 
 # table groups and rows, in the paper's order
-GROUPS = ("Task-specific", "Unified (Uni-)", "VerSemi", "Upper bound", "Other")
-METHOD_ORDER = ("Sup-only", "MT", "UA-MT", "BCP", "Uni-Sup-only", "Uni-MT", "Uni-UA-MT", "Uni-BCP", "VerSemi",
-                "Fully supervised")
+GROUPS = ("Task-specific", "Unified (Uni-)", "Universal", "VerSemi", "Upper bound", "Other")
+SSL_ROWS = ("Sup-only", "MT", "UA-MT", "DTC", "ASE-Net", "BCP", "CauSSL", "MagicNet")
+METHOD_ORDER = (*SSL_ROWS, *(f"Uni-{r}" for r in SSL_ROWS), "DoDNet", "UniSeg", "VerSemi", "Fully supervised")
 # the columns of the long table that place a run in a paper table (versemi.runs.run_fields)
 ROW_FIELDS = ("row", "method_id", "trained_on", "ratio", "task_specific", "fully_supervised")
 ROW_MODES = ("config", "key")
@@ -66,7 +66,13 @@ def table_group(task_specific: bool, fully_supervised: bool, method_id: str) -> 
         return "Upper bound"
     if task_specific:
         return "Task-specific"
-    return "VerSemi" if method_id == "versemi" else "Unified (Uni-)"
+    if method_id == "versemi":
+        return "VerSemi"
+    from versemi.methods import get_method_class, method_names
+
+    if method_id in method_names() and get_method_class(method_id).universal:
+        return "Universal"
+    return "Unified (Uni-)"
 
 
 def with_rows(case_df: pd.DataFrame, rows: str = "config") -> pd.DataFrame:
@@ -437,3 +443,39 @@ def head_costs_table(csv: str | Path, profile: str) -> pd.DataFrame:
     sub["machine"] = [f"{r.get('platform')}, {r.get('cpus')} CPUs, torch {r.get('torch')}, "
                       f"{r.get('cuda') if isinstance(r.get('cuda'), str) else 'no GPU'}" for _, r in sub.iterrows()]
     return sub
+
+
+# ------------------------------------------------------------------------------------- released settings
+def released_settings_table() -> pd.DataFrame:
+    """One line per method with released training settings: the method, the settings the ``paper`` profile
+    takes from its released code (each method's ``paper_settings``, the LA-only patch, the options whose
+    defaults are the released values) and the released files and lines they come from."""
+    from versemi.methods import get_method_class, method_names
+
+    rows = []
+    for name in method_names():
+        cls = get_method_class(name)
+        if not cls.paper_settings:
+            continue
+        parts = [f"{k}={_fmt_setting(v)}" for k, v in cls.paper_settings.items()]
+        if cls.paper_la_patch:
+            parts.append(f"LA-only patch={_fmt_setting(cls.paper_la_patch)}")
+        rows.append({"method": cls.display_name, "registry name": name, "paper profile": ", ".join(parts),
+                     "source": cls.paper_source})
+    return pd.DataFrame(rows).sort_values("method", key=lambda s: s.str.lower(), ignore_index=True)
+
+
+def _fmt_setting(v) -> str:
+    if isinstance(v, (tuple, list)):
+        return "x".join(str(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def released_settings_markdown() -> str:
+    """:func:`released_settings_table` as the Markdown table of the reproducibility chapter (a test keeps the
+    chapter equal to it)."""
+    df = released_settings_table()
+    lines = ["| " + " | ".join(df.columns) + " |", "| " + " | ".join("---" for _ in df.columns) + " |"]
+    lines += ["| " + " | ".join(f"`{v}`" if c == "registry name" else str(v) for c, v in r.items()) + " |"
+              for r in df.to_dict("records")]
+    return "\n".join(lines)

@@ -18,6 +18,15 @@ pads): ``"random"`` uniform position (the authors' labeled transform); ``"center
 authors only ever centre-crop *unlabeled* volumes: their unlabeled transform is the test-time CenterCrop);
 ``"posneg"`` a patch centred on a foreground voxel with probability ``pos_fraction`` else on a background
 voxel (MONAI's RandCropByPosNegLabel rule; falls back to random for cases without a label).
+
+Augmentation (``augment``): ``"none"`` (VerSemi's released training) or ``"rotflip"``, the
+``RandomRotFlip`` of the UA-MT / DTC / BCP LA scripts (``code/dataloaders/la_heart.py`` of yulequan/UA-MT):
+a rotation by k x 90 degrees in the axial plane (k uniform in 0..3) and a flip along one of the two
+in-plane axes, applied to image and label alike (always a flip: the result is one of the square's four
+reflections, never the unchanged patch, as released). It is applied to the cropped patch (the released code
+rotates the volume, then crops: with a square in-plane patch the two give the same distribution of
+patches); its draws follow the crop's from the same per-step generator, so ``"none"`` draws exactly what
+it drew before the option existed.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from versemi.data.prepare import load_case, load_manifest
 from versemi.utils import VersemiError
 
 CROPS = ("random", "center", "posneg")
+AUGMENTS = ("none", "rotflip")
 
 
 class PatchSampler:
@@ -44,11 +54,14 @@ class PatchSampler:
     """
 
     def __init__(self, cases, patch_size, batch_size: int, seed: int, crop: str = "random",
-                 pos_fraction: float = 0.5, stream: int = 0, labeled: bool = True, repeats: int | None = None):
+                 pos_fraction: float = 0.5, stream: int = 0, labeled: bool = True, repeats: int | None = None,
+                 augment: str = "none"):
         if not cases:
             raise VersemiError("PatchSampler: no cases (is the split empty?)")
         if crop not in CROPS:
             raise VersemiError(f"PatchSampler: unknown crop {crop!r}; expected one of {', '.join(CROPS)}")
+        if augment not in AUGMENTS:
+            raise VersemiError(f"PatchSampler: unknown augment {augment!r}; expected one of {', '.join(AUGMENTS)}")
         if batch_size < 1:
             raise VersemiError(f"PatchSampler: batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= pos_fraction <= 1.0:
@@ -60,6 +73,10 @@ class PatchSampler:
             raise VersemiError(f"PatchSampler: patch_size must be 3 positive ints, got {patch_size}")
         self.batch_size, self.seed, self.stream = int(batch_size), int(seed), int(stream)
         self.crop, self.pos_fraction, self.labeled = crop, float(pos_fraction), bool(labeled)
+        self.augment = augment
+        if augment == "rotflip" and self.patch[0] != self.patch[1]:
+            raise VersemiError(f"PatchSampler: augment='rotflip' rotates in the axial plane and needs a square "
+                               f"in-plane patch, got {self.patch}")
         self.repeats = int(repeats if repeats is not None else (5 if labeled else 1))
         pad = SpatialPad(spatial_size=self.patch, method="symmetric", mode="constant")
         self._items = []
@@ -121,15 +138,26 @@ class PatchSampler:
                 cropper = CenterSpatialCrop(self.patch)
             else:
                 cropper = SpatialCrop(roi_start=start, roi_end=[s + p for s, p in zip(start, self.patch)])
-            images.append(torch.as_tensor(cropper(item["image"])).float())
-            if item["label"] is not None:
-                labels.append(torch.as_tensor(cropper(item["label"]))[0].long())
-            else:
-                labels.append(torch.zeros(self.patch, dtype=torch.long))
+            img = torch.as_tensor(cropper(item["image"])).float()
+            lab = (torch.as_tensor(cropper(item["label"]))[0].long() if item["label"] is not None
+                   else torch.zeros(self.patch, dtype=torch.long))
+            if self.augment == "rotflip":
+                img, lab = rot_flip(img, lab, rng)
+            images.append(img)
+            labels.append(lab)
             tasks.append(item["task"])
             names.append(item["name"])
         return {"image": torch.stack(images).contiguous(), "label": torch.stack(labels).contiguous(),
                 "task": torch.tensor(tasks, dtype=torch.long), "names": names}
+
+
+def rot_flip(image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``RandomRotFlip``: image (1, X, Y, Z) and label (X, Y, Z) rotated by k x 90 degrees in the (X, Y)
+    plane, k ~ U{0..3}, then flipped along X or Y (uniform), with draws from ``rng``."""
+    k, axis = int(rng.integers(0, 4)), int(rng.integers(0, 2))
+    image = torch.flip(torch.rot90(image, k, dims=(1, 2)), dims=(1 + axis,))
+    label = torch.flip(torch.rot90(label, k, dims=(0, 1)), dims=(axis,))
+    return image.contiguous(), label.contiguous()
 
 
 def load_split_cases(prepared_dir, datasets, ratio, split: str) -> list[dict]:

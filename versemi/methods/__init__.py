@@ -22,6 +22,6 @@ Batches are dicts with ``image`` (B, 1, D, H, W) float, ``label`` (B, D, H, W) l
 
 from __future__ import annotations
 
-from . import bcp, mean_teacher, sup_only, uamt, versemi  # noqa: F401  (each registers its method)
+from . import ase_net, bcp, caussl, dodnet, dtc, magicnet, mean_teacher, sup_only, uamt, uniseg, versemi  # noqa: F401  (each registers its method)
 from .base import *  # noqa: F403  (the interface: see base.__all__)
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from versemi.config import RunConfig
 
 __all__ = ["NUM_TASKS", "Method", "StepContext", "TrainingDiverged", "build_net", "build_optimizer", "frozen_copy",
-           "get_method", "get_method_class", "method_names", "register", "sigmoid_rampup", "step_lr", "unregister"]
+           "get_method", "get_method_class", "method_names", "poly_lr", "register", "sigmoid_rampup", "step_lr",
+           "unregister"]
 
 NUM_TASKS = 4   # the prompts of the four datasets; the synthetic task is NUM_TASKS + 1
 
@@ -36,12 +37,22 @@ def sigmoid_rampup(current: float, length: float) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
-def build_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg: RunConfig, params, nesterov: bool = False) -> torch.optim.Optimizer:
     """The run's optimiser over ``params``: Adam (lr, betas, weight decay) or SGD (lr, momentum, weight
-    decay), from the config."""
+    decay; Nesterov momentum when ``nesterov``, as nnU-Net and DoDNet), from the config."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=bool(nesterov and cfg.momentum > 0))
+
+
+def poly_lr(cfg: RunConfig, step: int, epochs: int, exponent: float) -> float:
+    """The poly schedule updated once per epoch, ``lr (1 - e / E) ** exponent``, with the run's steps cut
+    into ``E = epochs`` equal epochs and ``e = floor(step E / steps)`` (nnU-Net's ``poly_lr`` as UniSeg
+    uses it; DoDNet's ``adjust_learning_rate``); ``exponent = 0`` gives a constant rate."""
+    epochs = max(1, int(epochs))
+    epoch = min(epochs - 1, int(step) * epochs // max(1, cfg.steps))
+    return cfg.lr * (1 - epoch / epochs) ** float(exponent)
 
 
 def step_lr(cfg: RunConfig, step: int) -> float:
@@ -130,6 +141,15 @@ class Method:
     uses_teacher = False           # an EMA teacher "teacher" of the network "net"
     eval_network = "net"           # the network that is validated, selected and evaluated
     default_options: dict = {}
+    universal = False              # a universal model by design (UniSeg, DoDNet): its multi-dataset run is
+                                   # named by the method ("UniSeg"), not as a task-unified baseline ("Uni-")
+    select_per_stage = False       # True: validate at the end of every stage and select the evaluated
+                                   # model among the last stage's validations (BCP: the best pre-trained
+                                   # model starts self-training; the best self-trained one is evaluated)
+    config_defaults: dict = {}     # RunConfig fields the method needs in every profile (e.g. dropout)
+    paper_settings: dict = {}      # RunConfig fields of the released code, applied in the paper profile
+    paper_la_patch: tuple | None = None   # the released LA script's patch (paper profile, LA-only runs)
+    paper_source: str = ""         # the released files and lines of paper_settings (the book's settings table)
 
     def __init__(self, options: dict | None = None):
         unknown = set(options or {}) - set(self.default_options)
@@ -137,6 +157,11 @@ class Method:
             raise VersemiError(f"method {self.name!r} has no option(s) {sorted(unknown)}; "
                                f"known: {sorted(self.default_options)}")
         self.options = {**self.default_options, **(options or {})}
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Refuse a run configuration the method cannot train (a :class:`VersemiError` naming the method);
+        called when a :class:`~versemi.config.RunConfig` is validated. Default: everything is accepted."""
 
     # ---------------------------------------------------------------- what the trainer builds
     def build_networks(self, cfg: RunConfig) -> dict[str, torch.nn.Module]:

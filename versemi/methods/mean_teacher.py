@@ -38,6 +38,12 @@ class MeanTeacher(Method):
     uses_unlabeled = True
     uses_teacher = True
     default_options = {"consistency": 0.1, "rampup_fraction": 1.0, "sup_weight": 0.5}
+    # SSL4MIS / UA-MT scripts: SGD 0.01 (momentum 0.9, wd 1e-4), /10 every 2,500 iterations, 6,000
+    # iterations, batch 2 labeled + 2 unlabeled
+    paper_source = 'yulequan/UA-MT code/train_LA_meanteacher_certainty_unlabel.py (argparse defaults; SGD and the lr step in the training loop)'
+    paper_settings = dict(optimizer="sgd", lr=0.01, weight_decay=1e-4, lr_step=2500, batch_size=2,
+                          unlabeled_batch_size=2, steps=6000, augment="rotflip")
+    paper_la_patch = (112, 112, 80)
 
     def step(self, ctx: StepContext, lab: dict, unlab: dict):
         o = self.options

@@ -26,6 +26,13 @@ class UAMT(Method):
     uses_unlabeled = True
     uses_teacher = True
     default_options = {"consistency": 0.1, "rampup_fraction": 1.0, "sup_weight": 0.5, "mc_passes": 8}
+    config_defaults = {"dropout": 0.5}      # MC dropout needs a dropout network (VNet(has_dropout=True))
+    # code/train_LA_meanteacher_certainty_unlabel.py: SGD 0.01 (momentum 0.9, wd 1e-4), /10 every 2,500
+    # iterations, 6,000 iterations, batch 4 = 2 labeled + 2 unlabeled
+    paper_source = 'yulequan/UA-MT code/train_LA_meanteacher_certainty_unlabel.py (argparse defaults; SGD and the lr step in the training loop); RandomRotFlip and RandomCrop(112, 112, 80) in the dataset transform'
+    paper_settings = dict(optimizer="sgd", lr=0.01, weight_decay=1e-4, lr_step=2500, batch_size=2,
+                          unlabeled_batch_size=2, steps=6000, augment="rotflip")
+    paper_la_patch = (112, 112, 80)     # RandomCrop((112, 112, 80)) of the LA script
 
     def step(self, ctx: StepContext, lab: dict, unlab: dict):
         o = self.options

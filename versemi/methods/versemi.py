@@ -24,7 +24,10 @@ All prompts on one image share one backbone pass (``net.backbone`` + ``net.head`
 numerically the same as the authors' one full forward per prompt, gradients and BatchNorm running
 statistics included (tested), and 2-3x cheaper.
 
-Switches (``options``): ``laux``, ``syn``, ``consistency`` (False = stage 1 only, the authors'
+Switches (``options``): ``laux``; ``syn`` (False: prompt T+1 is never used, so it is never trained:
+no L_syn, and stage 2 keeps only L_sup, since L_unsup and L_lab are both defined through the synthetic
+prompt — without Task#5 VerSemi has no path from the unlabeled data to the network, and the unlabeled data
+are not loaded); ``consistency`` (False = stage 1 for all steps, no unlabeled stage: the authors'
 released setting), ``stage1_fraction``, ``mask_ratio``, ``unlab_ratio_range``, and ``authors_stage2``:
 reproduce the released stage-2 code instead of the paper: P_agg not detached, and the labeled-region
 term computed with the (B,1,...) x (B,...) broadcast that forms a B x B outer product. The head
@@ -59,7 +62,8 @@ class VerSemi(Method):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.uses_unlabeled = bool(self.options["consistency"])
+        # the unlabeled data enter only through the synthetic prompt (L_unsup and L_lab train prompt T+1)
+        self.uses_unlabeled = bool(self.options["consistency"] and self.options["syn"])
 
     def stages(self, steps: int):
         if not self.options["consistency"]:
@@ -99,13 +103,15 @@ class VerSemi(Method):
         terms = {"sup": sup, **self._mixed_terms(ctx, x, y, t, self.options["mask_ratio"], with_aux=True)}
         return _total(terms)
 
-    def _stage2(self, ctx: StepContext, lab: dict, unlab: dict):
+    def _stage2(self, ctx: StepContext, lab: dict, unlab: dict | None):
         o = self.options
         net = ctx.net
         x, y, t = lab["image"], lab["label"], lab["task"]
         sup = supervised_loss(net(x, t), y)
         lo, hi = o["unlab_ratio_range"]
         terms = {"sup": sup, **self._mixed_terms(ctx, x, y, t, float(ctx.rng.uniform(lo, hi)), with_aux=False)}
+        if not o["syn"]:
+            return _total(terms)   # without prompt T+1 nothing learns from the unlabeled data: L_sup only
 
         xu = unlab["image"]
         n = min(xu.shape[0], x.shape[0])
