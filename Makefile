@@ -4,20 +4,29 @@
 # Both create .venv on first use. torch is installed first and pinned, because a bare
 # range would pull a multi-GB CUDA build; on a GPU machine install your CUDA torch into
 # .venv first (the stamp below then keeps it).
+# make publish pushes the built book to the gh-pages branch with ghp-import (the GitHub Actions
+# workflow .github/workflows/book.yml publishes with the official Pages actions instead).
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+# a package index for torch only, e.g. https://download.pytorch.org/whl/cpu (CI: no CUDA download)
+TORCH_INDEX ?=
 PROFILE ?= demo
 JOBS   ?= 1
 STAMP  := $(VENV)/.installed-stamp
+# make publish: the built book, and where ghp-import pushes it
+BOOK_HTML      ?= _build/html
+PUBLISH_REMOTE ?= origin
+PUBLISH_BRANCH ?= gh-pages
 
-.PHONY: test book results bench bench-gpu lint clean-book clean browser-deps help
+.PHONY: test book publish results bench bench-gpu lint clean-book clean browser-deps help
 
 help:
 	@echo "make book    build the book on the embedded phantoms (profile $(PROFILE))"
 	@echo "make test    run the test suite"
+	@echo "make publish push the built book ($(BOOK_HTML)) to the $(PUBLISH_BRANCH) branch with ghp-import"
 	@echo "make results PROFILE=paper   re-execute every notebook with another profile"
 	@echo "make bench   speed/memory benchmarks into results/bench/"
 	@echo "             (BENCH_ARGS=\"--authors-repo PATH --la-dir PATH\": against the authors' code, on real LA)"
@@ -28,7 +37,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
@@ -42,6 +51,13 @@ test: $(STAMP) browser-deps
 
 book: $(STAMP)
 	$(VENV)/bin/versemi book --profile $(PROFILE)
+
+# Refuses, before installing anything, when there is no built book (BOOK_HTML=DIR points elsewhere).
+publish:
+	@test -f "$(BOOK_HTML)/index.html" || { echo "make publish: no built book: $(BOOK_HTML)/index.html is missing; run 'make book' first" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(STAMP)
+	$(VENV)/bin/ghp-import --no-jekyll --push --force --remote $(PUBLISH_REMOTE) --branch $(PUBLISH_BRANCH) \
+	  --message "Publish the VerSemi companion book" "$(BOOK_HTML)"
 
 results: $(STAMP)
 	$(VENV)/bin/versemi book --profile $(PROFILE) --no-build

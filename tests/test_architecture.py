@@ -14,7 +14,7 @@ MAX_LINES = 500
 CORE = ("versemi.model", "versemi.losses", "versemi.mixing", "versemi.methods", "versemi.train",
         "versemi.evaluate", "versemi.data", "versemi.config", "versemi.runs", "versemi.checkpoints",
         "versemi.provenance", "versemi.utils", "versemi.locks", "versemi.studies", "versemi.experiments",
-        "versemi.allocator")
+        "versemi.allocator", "versemi.generalisation")
 
 
 def _modules() -> dict[str, Path]:

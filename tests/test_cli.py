@@ -84,3 +84,18 @@ def test_console_script_help_and_exit_codes():
     res = subprocess.run([sys.executable, "-m", "versemi.cli", "train", "--method", "x"], capture_output=True,
                          text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_prepare_an_external_test_set_like_the_training_data(smoke_root, tmp_path, capsys):
+    from versemi.data.external import load_external_cases
+    from versemi.data.phantoms.unseen import generate_unseen
+
+    raw = generate_unseen(tmp_path / "raw", profile="smoke", seed=2333)
+    training = smoke_root / "data" / "smoke" / "prepared"
+    out = tmp_path / "btcv"
+    assert main(["prepare", "--external", "btcv", "--src", str(raw), "--out", str(out)]) == 2   # needs --training
+    assert "--training" in capsys.readouterr().err
+    assert main(["prepare", "--external", "btcv", "--src", str(raw), "--out", str(out), "--training", str(training),
+                 "--verify"]) == 0
+    cases = load_external_cases(out)
+    assert cases and {c["task"] for c in cases} == {3} and {c["dataset"] for c in cases} == {"btcv"}

@@ -20,6 +20,7 @@ from versemi.companion.book import cli_book, cli_run
 from versemi.companion.notebooks import groups
 from versemi.config import RunConfig, make_config, profile_names
 from versemi.data.ensure import prepared_dir
+from versemi.data.external import EXTERNAL_SETS, prepare_external
 from versemi.data.phantoms import generate
 from versemi.data.prepare import prepare
 from versemi.data.registry import ALL_DATASETS
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="demo", choices=profile_names(),
                    help="resampling, crop and minimum size (versemi/config.py)")
     p.add_argument("--verify", action="store_true", help="check the raw data first and report all problems")
+    p.add_argument("--external", choices=tuple(EXTERNAL_SETS),
+                   help="prepare an external test set (e.g. btcv: the unseen-site spleen) like the training data")
+    p.add_argument("--training", help="with --external: the prepared training folder whose preparation it follows")
     _add_no_wait(p)
     _add_common(p)
     p.set_defaults(func=_cmd_prepare)
@@ -169,6 +173,13 @@ def _cmd_phantoms(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
+    if args.external:
+        if not args.training:
+            raise VersemiError(f"--external {args.external} needs --training <prepared training folder> (its spleen's "
+                               "spacing, window and crop are followed)")
+        print(prepare_external(args.external, args.src, args.out, args.training, verify=args.verify,
+                               wait=not args.no_wait))
+        return 0
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     prepare(datasets, args.src, args.out, profile=args.profile, verify=args.verify, seed=args.seed,
             wait=not args.no_wait)

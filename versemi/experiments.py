@@ -114,6 +114,12 @@ def deviation_configs(profile: str = "demo", seed: int = 2333, ratio: int = 10, 
     return ablation_configs(profile, ratio, seed, variants=DEVIATIONS, **overrides)
 
 
+def generalisation_configs(profile: str = "demo", ratio: int = 10, seed: int = 2333, **overrides) -> dict[str, RunConfig]:
+    """The SOTA group's runs that can segment the spleen (trained on it alone or with the other datasets):
+    the models the unseen-site study scores on the external spleen set (``versemi/generalisation.py``)."""
+    return {k: c for k, c in sota_configs(profile, ratio, seed, **overrides).items() if "spleen" in c.datasets}
+
+
 # The experiment groups that ``versemi study`` repeats over seeds (``versemi/studies.py``): name ->
 # ``f(profile, seed, ratio) -> {label: RunConfig}``; the committed studies use the main label ratio (10 %).
 STUDY_GROUPS = {
@@ -121,6 +127,7 @@ STUDY_GROUPS = {
     "ablations": lambda profile, seed, ratio=10: ablation_configs(profile, ratio, seed),
     "deviations": lambda profile, seed, ratio=10: deviation_configs(profile, seed=seed, ratio=ratio),
     "curves": lambda profile, seed, ratio=10: curve_configs(profile, seed=seed),
+    "generalisation": lambda profile, seed, ratio=10: generalisation_configs(profile, ratio, seed),
 }
 
 

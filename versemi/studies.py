@@ -32,6 +32,7 @@ import pandas as pd
 from versemi.config import RunConfig
 from versemi.data.ensure import DEFAULT_SEED, ensure_data
 from versemi.experiments import STUDY_GROUPS
+from versemi.generalisation import SOURCE_DATASET, external_cases
 from versemi.provenance import check_compatible, code_fingerprint, method_fingerprint
 from versemi.runs import (
     collect_case_metrics,
@@ -97,14 +98,30 @@ def _plain(d: dict) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in d.items()}
 
 
-def export_run(label: str, run_dir, seed: int, dest) -> Path:
-    """Write the committed files of a complete run (module docstring) into ``dest``, atomically (the
-    folder is built beside and swapped in)."""
-    run_dir, dest = Path(run_dir), Path(dest)
+def run_cases(study: str, label: str, run_dir, seed: int, data_dir="results/data", profile: str | None = None,
+              device=None, progress: bool = False) -> pd.DataFrame:
+    """The per-case lines a run contributes to ``study`` (with ``seed``): its test cases
+    (:func:`versemi.runs.collect_case_metrics`); for the generalisation study its MSD-spleen test cases and
+    its cases of the unseen site (:func:`versemi.generalisation.external_cases`)."""
+    run_dir = Path(run_dir)
     cases = collect_case_metrics({label: run_dir})
     if cases.empty:
         raise VersemiError(f"{run_dir}: no test evaluation to export")
+    if study == "generalisation":   # the same runs as the SOTA group, scored on the unseen site too
+        profile = profile or RunConfig.from_yaml(run_dir / "config.yaml").profile
+        extra = external_cases(run_dir, data_dir, profile, int(seed), device=device, progress=progress)
+        cases = pd.concat([cases[cases["dataset"] == SOURCE_DATASET], extra.assign(method=label)[cases.columns]],
+                          ignore_index=True)
     cases.insert(1, "seed", int(seed))
+    return cases
+
+
+def export_run(label: str, run_dir, seed: int, dest, cases: pd.DataFrame | None = None) -> Path:
+    """Write the committed files of a complete run (module docstring) into ``dest``, atomically (the
+    folder is built beside and swapped in). ``cases``: the run's lines of its study (default: its test
+    cases, :func:`run_cases`)."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    cases = run_cases("any", label, run_dir, seed) if cases is None else cases
     record = run_record(label, run_dir, seed)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -142,7 +159,8 @@ def run_study(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR, data_dir="
             if _exported_by_current_code(dest):
                 continue
             run_dir = get_or_train(cfg, prepared, runs_root, device=device, progress=progress)
-            done.append(export_run(label, run_dir, int(seed), dest))
+            cases = run_cases(study, label, run_dir, int(seed), data_dir, profile, device, progress)
+            done.append(export_run(label, run_dir, int(seed), dest, cases))
             if on_export is not None:
                 on_export(done[-1])
     return done
@@ -327,6 +345,9 @@ def live_results(study: str, profile: str, seed: int = DEFAULT_SEED, data_dir="r
     prepared = ensure_data(data_dir, profile, int(seed))
     runs, not_trained = run_available(cfgs, prepared, runs_root, device=device, progress=progress)
     res = results_from_runs(runs, int(seed), study=study, profile=profile)
+    if study == "generalisation" and runs:
+        res.cases = pd.concat([run_cases(study, k, d, int(seed), data_dir, profile, device) for k, d in runs.items()],
+                              ignore_index=True)
     res.not_trained = not_trained
     return res
 

@@ -84,12 +84,12 @@ def test_paired_wilcoxon_by_key_for_variants():
     assert res.loc["pooled", "n_pairs"] == 6 and res.loc["pooled", "mean_diff"] == pytest.approx(-5.0)
 
 
-def test_versemi_vs_second_best_summary(sota_df):
-    s, wil = stats.versemi_vs_second_best(sota_df)
-    assert s["second"] == "BCP"
-    assert s["gain"] == pytest.approx(s["best_mean"] - s["second_mean"])
-    assert s["text_gain"] == f"{s['gain']:+.2f}"
-    assert wil.set_index("dataset").loc["pooled", "n_pairs"] == 32
+def test_versemi_against_a_competitor_named_in_advance(sota_df):
+    s, wil = stats.versemi_vs(sota_df, "Uni-BCP", n_boot=300)
+    assert s["second"] == "Uni-BCP" and s["text_second"] == "Uni-BCP"
+    assert s["gain"] == pytest.approx(s["best_mean"] - s["second_mean"])   # paired, complete pairs: linear
+    assert s["lo"] <= s["gain"] <= s["hi"] and s["text_gain"] == f"{s['gain']:+.2f}" and s["text_ci"].startswith("[")
+    assert 0 < s["p"] <= 1 and wil.set_index("dataset").loc["pooled", "n_pairs"] == 32
     no_versemi = sota_df[sota_df["method"] != "VerSemi 10%"]
-    s2, wil2 = stats.versemi_vs_second_best(no_versemi)
-    assert wil2.empty and s2["text_best_mean"] == "n/a" and "not run" in s2["text_p"]
+    s2, wil2 = stats.versemi_vs(no_versemi, "BCP")
+    assert wil2.empty and s2["text_best_mean"] == "n/a" and "VerSemi not run" in s2["text_p"]

@@ -9,7 +9,9 @@ from versemi.provenance import REPO_ROOT
 
 from ..notebook_helpers import errors, glued, referenced
 
-CLAIMS = ["avg_dice", "la_bcp", "la_bcp_real", "pancreas_value", "laux", "head_params", "generalisation"]
+# the unseen-site claim would score every spleen model of the group live in the smoke profile (minutes): its
+# computation is tested in tests/test_generalisation.py and through the SOTA page's unseen-site table
+CLAIMS = ["avg_dice", "la_bcp", "la_bcp_real", "pancreas_value", "laux", "head_params", "tsne"]
 
 
 def test_claims_chapter_gives_each_claim_a_verdict(smoke_root, tmp_path):
@@ -25,7 +27,7 @@ def test_claims_chapter_gives_each_claim_a_verdict(smoke_root, tmp_path):
     table = pd.read_csv(res_dir / "smoke" / "00_claims" / "tables" / "claims.csv").set_index("claim")
     assert list(table.index) == CLAIMS
     v = table["verdict"]
-    assert v["pancreas_value"] == "not testable here" and v["generalisation"] == "not testable here"
+    assert v["pancreas_value"] == "not testable here" and v["tsne"] == "not testable here"
     assert v["head_params"] in ("supported", "contradicted")          # counted, so always decided
     assert v["avg_dice"] in ("supported", "contradicted", "inconclusive")   # measured on the live smoke runs
     assert table.loc["avg_dice", "n_seeds"] == 1 and table.loc["la_bcp_real", "n"] == 20   # real LA: 20 test cases

@@ -84,10 +84,12 @@ def test_data_notebook_outputs(executed, smoke_root):
     assert hidden.loc["pancreas", "spleen"] > 0 and hidden.loc["la", "left_atrium"] == 1.0
     for fig in ("mid_slices", "intensity_histograms", "hidden_labels"):
         _png(base / "figures" / f"{fig}.png")
+    shift = pd.read_csv(base / "tables" / "site_shift.csv").set_index("quantity")   # the unseen site, in numbers
+    assert shift.loc["slice thickness (mm)", "unseen site"] > shift.loc["slice thickness (mm)", "MSD Spleen"]
     nb = nbformat.read(out / "01_data.ipynb", as_version=4)
     keys = set(glued(nb))
     assert {"data_source", "n_cases", "n_cases_pancreas", "n_labeled_10", "n_unlabeled_20",
-            "pancreas_with_spleen"} <= keys
+            "pancreas_with_spleen", "unseen_site_note"} <= keys
     pngs = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) == 3
 

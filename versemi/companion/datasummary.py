@@ -337,3 +337,21 @@ def plot_hidden_labels(cases: Sequence[dict], title: str = "", out_png=None):
     if out_png is not None:
         save_figure(fig, out_png)
     return fig
+
+
+def unseen_site(data_dir, profile: str, seed: int, prepared) -> tuple[pd.DataFrame | None, str]:
+    """The unseen-site test set (``versemi/data/external.py``: BTCV spleen, or its phantoms) described
+    against the MSD spleen (:func:`versemi.data.external.site_shift`), and a sentence for the page; ``(None,
+    why)`` when the profile has no such set (real data without a BTCV download: the sentence says what to do)."""
+    from versemi.data.external import ensure_external, load_external_manifest, site_shift
+    from versemi.utils import VersemiError
+
+    try:
+        external = ensure_external(data_dir, profile, seed)
+    except VersemiError as e:
+        return None, f"no unseen-site test set for this profile: {e}"
+    shift = site_shift(prepared, external)
+    manifest = load_external_manifest(external)
+    kind = "phantoms written in the BTCV layout" if manifest.get("phantoms") else "BTCV scans"
+    return shift, (f"{len(manifest['cases'])} {kind}, prepared like the MSD spleen (same spacing, window and "
+                   f"crop rule); scored with the spleen prompt in the SOTA chapter")

@@ -1,5 +1,5 @@
-"""Paired tests on the test cases: VerSemi against its strongest competitor, an ablation against the
-full model.
+"""Paired tests on the test cases: VerSemi against a competitor named in advance, an ablation against the
+full model; the strongest competitor on the test cases (for information).
 
 Input: the long per-case table of :func:`versemi.runs.collect_case_metrics`; rows as in
 :func:`versemi.companion.tables.with_rows`. Dice and Jaccard are tested in % (points), distances in
@@ -120,35 +120,34 @@ def second_best(case_df: pd.DataFrame, best: str = "VerSemi", metric: str = "dic
     return (ranking.index[0] if len(ranking) else None), ranking
 
 
-def versemi_vs_second_best(case_df: pd.DataFrame, datasets: Sequence[str] | None = None, best: str = "VerSemi",
-                           metric: str = "dice") -> tuple[dict, pd.DataFrame]:
-    """VerSemi against its strongest competitor (:func:`second_best`): ``(summary, wilcoxon)``.
+def versemi_vs(case_df: pd.DataFrame, competitor: str, datasets: Sequence[str] | None = None, best: str = "VerSemi",
+               metric: str = "dice", n_boot: int = 2000) -> tuple[dict, pd.DataFrame]:
+    """``best`` against a competitor named in advance (the paper's second best, not chosen from these test
+    scores): ``(summary, wilcoxon)``. The summary's effect is the average over datasets of the paired
+    differences with its two-level bootstrap 95% interval and the two-sided sign-flip p-value of that same
+    quantity (:func:`versemi.companion.uncertainty.paired_effect`); ``text_*`` entries for glue ('n/a' where a
+    value does not exist, with ``p_note`` saying why). ``wilcoxon``: :func:`paired_wilcoxon` per dataset, for
+    information."""
+    from versemi.companion.uncertainty import paired_effect
 
-    ``summary`` holds floats (``best_mean``, ``second_mean``, ``gain``: mean ``metric`` averaged over
-    datasets, gain in points), the ``second`` row name (None when there is no competitor or no VerSemi
-    row), the pooled Wilcoxon ``p`` and its ``p_note``, and ``text_*`` versions of each for glue
-    (``'n/a'`` where a value does not exist). ``wilcoxon`` is :func:`paired_wilcoxon` (empty when not
-    computable).
-    """
     df = with_rows(case_df)
     if datasets is not None:
         df = df[df["dataset"].isin(list(datasets))]
-    second, ranking = second_best(df, best=best, metric=metric)
-    has_best = bool((df["row"] == best).any())
-    best_mean = float(method_means(df, metric, True)[AVERAGE].get(best, math.nan)) if has_best else math.nan
-    second_mean = float(ranking.iloc[0]) if second is not None else math.nan
+    rows = set(df["row"])
+    s = {"best": best, "second": competitor, "best_mean": math.nan, "second_mean": math.nan, "gain": math.nan,
+         "lo": math.nan, "hi": math.nan, "p": math.nan, "p_note": ""}
     wil = pd.DataFrame()
-    p, note = math.nan, ""
-    if has_best and second is not None:
-        wil = paired_wilcoxon(df, best, second, metric)
-        pooled = wil.set_index("dataset").loc["pooled"]
-        p, note = float(pooled["p_value"]), str(pooled["note"])
-    elif not has_best:
-        note = f"{best} was not run"
+    missing = [r for r in (best, competitor) if r not in rows]
+    if missing:
+        s["p_note"] = f"{' and '.join(missing)} not run"
     else:
-        note = "no competitor was run"
-    s = {"best": best, "best_mean": best_mean, "second": second, "second_mean": second_mean,
-         "gain": best_mean - second_mean, "p": p, "p_note": note, "ranking": ranking}
-    s.update(text_best_mean=fmt_value(best_mean), text_second=second or NA, text_second_mean=fmt_value(second_mean),
-             text_gain=NA if math.isnan(s["gain"]) else f"{s['gain']:+.2f}", text_p=format_p(p, note))
+        means = method_means(df, metric, True)[AVERAGE]
+        e = paired_effect(df, best, competitor, metric, n_boot=n_boot, n_perm=n_boot)
+        s.update(best_mean=float(means[best]), second_mean=float(means[competitor]), gain=e["effect"],
+                 lo=e["lo"], hi=e["hi"], p=e["p"])
+        wil = paired_wilcoxon(df, best, competitor, metric)
+    s.update(text_best_mean=fmt_value(s["best_mean"]), text_second=competitor, text_second_mean=fmt_value(s["second_mean"]),
+             text_gain=NA if math.isnan(s["gain"]) else f"{s['gain']:+.2f}",
+             text_ci=NA if math.isnan(s["lo"]) else f"[{s['lo']:+.2f}, {s['hi']:+.2f}]",
+             text_p=format_p(s["p"], s["p_note"]))
     return s, wil

@@ -3,8 +3,8 @@ Hypothesis (truncation, byte flips weighted towards the header, appended garbage
 structured lies: NaN/inf images, missing keys, shape and dtype mismatches, enormous declared shapes,
 duplicated or missing DICOM slices).
 
-Invariant: reading the dataset the way ``versemi prepare --verify`` does (:func:`versemi.data.prepare.verify_raw`)
-returns problems that name the mutated file, or none when the mutation left the data valid; it never raises
+Invariant: reading the dataset the way ``versemi prepare --verify`` does (:func:`versemi.data.prepare.verify_raw`;
+for the external BTCV set :func:`versemi.data.external.verify_external`) returns problems that name the mutated file, or none when the mutation left the data valid; it never raises
 anything else and never hangs. Every example runs in-process. ``VERSEMI_FUZZ_EXAMPLES`` sets the examples per
 format (default 200); each test asserts that many were tried and prints the count.
 """
@@ -22,10 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from versemi.data.external import verify_external
 from versemi.data.prepare import verify_raw
 
 from ..factories import (
     ct_volume,
+    lps_like_affine,
     mri_volume,
     write_flat,
     write_la_h5,
@@ -71,7 +73,7 @@ def mutate(data: bytes, mutation, header: int) -> bytes:
 def check(src: Path, dataset: str, names: set[str], fmt: str) -> None:
     """The invariant: problems (if any) each name the mutated file; no other exception (the caller)."""
     TRIED[fmt] = TRIED.get(fmt, 0) + 1
-    problems = verify_raw([dataset], src)
+    problems = verify_external(dataset, src) if dataset == "btcv" else verify_raw([dataset], src)
     REPORTED[fmt] = REPORTED.get(fmt, 0) + bool(problems)
     for p in problems:
         assert any(n in p for n in names), (fmt, p)
@@ -261,10 +263,72 @@ def test_fuzz_nifti_with_lying_header_fields(tmp_path):
           "problems), no violation")
 
 
+# ---------------------------------------------------------------------------------- BTCV (external test set)
+@pytest.fixture()
+def btcv(tmp_path):
+    from .test_btcv import organ_map, write_btcv
+
+    base = write_btcv(tmp_path, {1: organ_map(6), 2: organ_map(7)})
+    return tmp_path, base
+
+
+def test_fuzz_btcv_image(btcv):
+    src, base = btcv
+    run_bytes(base / "img" / "img0001.nii.gz", src, "btcv", {"img0001"}, "NIfTI (BTCV image)", header=352, gz=True)
+
+
+def test_fuzz_btcv_label(btcv):
+    src, base = btcv
+    run_bytes(base / "label" / "label0001.nii.gz", src, "btcv", {"label0001"}, "NIfTI (BTCV label)", header=352,
+              gz=True)
+
+
+@FUZZ
+@given(kind=st.sampled_from(["fraction", "negative", "too_large", "no_spleen", "shape", "float_codes", "weird"]),
+       weird=weird_arrays(), where=st.integers(0, 10**6))
+def test_fuzz_btcv_label_contents(tmp_path_factory, kind, weird, where):
+    from .test_btcv import organ_map, write_btcv
+
+    src = tmp_path_factory.mktemp("btcv")
+    hu, org = organ_map(8)
+    base = write_btcv(src, {1: (hu, org)})
+    arr = org.astype(np.float32)
+    flat = arr.reshape(-1)
+    i = where % flat.size
+    if kind == "fraction":
+        flat[i] += 0.25
+    elif kind == "negative":
+        flat[i] = -3
+    elif kind == "too_large":
+        flat[i] = 14 + where % 200
+    elif kind == "no_spleen":
+        arr[arr == 1] = 0
+    elif kind == "shape":
+        arr = arr[:, :, : 1 + where % (arr.shape[2] - 1)]
+    elif kind == "weird":
+        arr = make_weird(weird, arr.shape)
+    try:
+        write_nifti_any(base / "label" / "label0001.nii.gz", arr)
+    except Exception:   # noqa: BLE001 - nibabel refuses to write this array at all
+        return
+    fmt = "BTCV label contents"
+    before = REPORTED.get(fmt, 0)
+    check(src, "btcv", {"label0001"}, fmt)
+    if kind not in ("float_codes", "weird"):   # each of these is invalid: it must be reported
+        assert REPORTED[fmt] == before + 1, kind
+
+
+def write_nifti_any(path: Path, arr: np.ndarray) -> None:
+    """``arr`` as NIfTI with the factory's geometry (the image's), whatever its dtype or rank."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(arr, lps_like_affine()), str(path))
+
+
 def test_every_format_was_fuzzed():
     """Runs last in this module: each format got its examples (the count each test printed)."""
     expected = {"NIfTI (MSD image)", "MSD dataset.json", "DICOM series (NIH Pancreas)", "UA-MT h5 (LA)",
-                "NRRD (LA challenge)", "authors' flat h5"}
+                "NRRD (LA challenge)", "authors' flat h5", "NIfTI (BTCV image)", "NIfTI (BTCV label)"}
     missing = expected - set(TRIED)
     if missing:
         pytest.skip(f"run with the whole module to check every format ({sorted(missing)} not run here)")

@@ -43,7 +43,9 @@ from versemi.data.registry import STRUCTURES
 
 from .cases import MIN_TARGET_VOXELS, PhantomCase, build_case, case_ids, phantom_spec
 from .generator import GENERATOR, file_digest, generate
+from .unseen import UNSEEN_SITES, generate_unseen, unseen_case_ids
 from .writers import VERSION, dataset_roots
 
 __all__ = ["STRUCTURES", "MIN_TARGET_VOXELS", "GENERATOR", "VERSION", "PhantomCase", "build_case", "case_ids",
-           "dataset_roots", "file_digest", "generate", "phantom_spec"]
+           "dataset_roots", "file_digest", "generate", "phantom_spec", "UNSEEN_SITES", "generate_unseen",
+           "unseen_case_ids"]

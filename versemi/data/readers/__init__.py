@@ -35,9 +35,11 @@ Layouts (``src`` may hold any of them; see :func:`find_dataset_root`)::
     hidden_labels/<dataset>/<case>.nii.gz                 phantoms only: complete label maps (optional)
 
 Modules: ``common`` (RawCase, CaseRef, the checks), ``pancreas``, ``la``, ``msd``, ``flat`` (the authors'
-layout), ``discover`` (:func:`find_dataset_root`, :func:`list_raw_cases`, :func:`hidden_dir_for`).
+layout), ``discover`` (:func:`find_dataset_root`, :func:`list_raw_cases`, :func:`hidden_dir_for`); ``btcv`` (the
+external BTCV test set, not one of the four datasets: :func:`list_btcv`).
 """
 
+from .btcv import BTCV_CODES, BTCV_LEGEND, BtcvCase, find_btcv_root, list_btcv
 from .common import CaseRef, RawCase, relative_source
 from .discover import find_dataset_root, hidden_dir_for, list_raw_cases
 from .flat import FLAT_DEFAULT_SPACING, list_authors_flat
@@ -48,4 +50,4 @@ from .pancreas import KNOWN_DUPLICATES, PANCREAS_FOLDER, list_nih_pancreas
 __all__ = ["CaseRef", "RawCase", "relative_source", "find_dataset_root", "hidden_dir_for", "list_raw_cases",
            "FLAT_DEFAULT_SPACING", "list_authors_flat", "LA_SPACING", "LA_TRAINING_FOLDER", "list_la", "read_la",
            "read_la_lists", "MSD_FOLDERS", "list_msd", "msd_case_name", "KNOWN_DUPLICATES", "PANCREAS_FOLDER",
-           "list_nih_pancreas"]
+           "list_nih_pancreas", "BTCV_CODES", "BTCV_LEGEND", "BtcvCase", "find_btcv_root", "list_btcv"]
