@@ -44,6 +44,7 @@ from versemi.data.prepare import (
     load_case,
     load_manifest,
     preprocess_case,
+    read_manifest,
     write_case_h5,
 )
 from versemi.data.readers import list_raw_cases, relative_source
@@ -243,19 +244,10 @@ def _hint(out: Path) -> str:
 def load_external_manifest(prepared_external_dir) -> dict:
     """The manifest of a prepared external folder; a missing or incomplete folder is a VersemiError."""
     out = Path(prepared_external_dir)
-    p = out / MANIFEST
-    if not p.is_file():
-        state = "does not exist" if not out.exists() else "has no manifest.json (missing or incomplete)"
-        raise VersemiError(f"{out}: external test set folder {state}; {_hint(out)}")
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise VersemiError(f"{p}: unreadable manifest ({e}); {_hint(out)}") from None
-    if not isinstance(doc, dict) or doc.get("format") != EXTERNAL_FORMAT or not isinstance(doc.get("cases"), list):
-        raise VersemiError(f"{p}: not a versemi external manifest ({EXTERNAL_FORMAT}); {_hint(out)}")
-    for c in doc["cases"]:
-        if not (out / c["file"]).is_file():
-            raise VersemiError(f"{out / c['file']}: prepared case file is missing (incomplete folder); {_hint(out)}")
+    doc = read_manifest(out, EXTERNAL_FORMAT, "external test set folder", _hint(out), lambda d: d["cases"],
+                        required="cases", kind="versemi external manifest")
+    if not isinstance(doc["cases"], list):
+        raise VersemiError(f"{out / MANIFEST}: not a versemi external manifest ({EXTERNAL_FORMAT}); {_hint(out)}")
     return doc
 
 

@@ -429,22 +429,31 @@ def _hint(out: Path) -> str:
 
 def load_manifest(out) -> dict:
     """The manifest of a prepared folder; a missing or incomplete folder is a VersemiError."""
+    return read_manifest(out, MANIFEST_FORMAT, "prepared folder", _hint(Path(out)),
+                         lambda doc: [c for e in doc["datasets"].values() for c in e["cases"]],
+                         required="datasets")
+
+
+def read_manifest(out, fmt: str, what: str, hint: str, cases_of, required: str,
+                  kind: str = "versemi manifest") -> dict:
+    """A manifest of format ``fmt`` in folder ``out`` (``what`` names the folder in errors, ``hint`` says how to
+    make it, ``kind`` names the manifest), checked to have key ``required`` and every case file ``cases_of(doc)`` lists; a missing,
+    unreadable or incomplete folder is a VersemiError. Shared by the training data and the external test
+    sets (``versemi/data/external.py``)."""
     out = Path(out)
     p = out / MANIFEST
     if not p.is_file():
         state = "does not exist" if not out.exists() else "has no manifest.json (missing or incomplete)"
-        raise VersemiError(f"{out}: prepared folder {state}; {_hint(out)}")
+        raise VersemiError(f"{out}: {what} {state}; {hint}")
     try:
         doc = json.loads(p.read_text())
     except (OSError, ValueError) as e:
-        raise VersemiError(f"{p}: unreadable manifest ({e}); {_hint(out)}") from None
-    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or "datasets" not in doc:
-        raise VersemiError(f"{p}: not a versemi manifest ({MANIFEST_FORMAT}); {_hint(out)}")
-    for entry in doc["datasets"].values():
-        for c in entry["cases"]:
-            if not (out / c["file"]).is_file():
-                raise VersemiError(f"{out / c['file']}: prepared case file is missing (incomplete folder); "
-                                   f"{_hint(out)}")
+        raise VersemiError(f"{p}: unreadable manifest ({e}); {hint}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt or required not in doc:
+        raise VersemiError(f"{p}: not a {kind} ({fmt}); {hint}")
+    for c in cases_of(doc):
+        if not (out / c["file"]).is_file():
+            raise VersemiError(f"{out / c['file']}: prepared case file is missing (incomplete folder); {hint}")
     return doc
 
 

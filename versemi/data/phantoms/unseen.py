@@ -53,7 +53,6 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from threadpoolctl import threadpool_limits
@@ -66,6 +65,7 @@ from .abdomen import abdomen_ct
 from .cases import MIN_TARGET_VOXELS, PhantomCase, decimal_round, phantom_spec
 from .geometry import N_CODES, S, smooth_fields, uniform
 from .trunk import ct_tissue_table
+from .writers import ras_affine, save_nifti
 
 UNSEEN_GENERATOR = "versemi.data.phantoms.unseen"
 UNSEEN_VERSION = "1.0"
@@ -239,15 +239,8 @@ def build_unseen_case(name: str, profile: str, seed: int) -> PhantomCase:
 
 
 def _save_nifti(path: Path, data: np.ndarray, spacing, origin_lps) -> None:
-    """NIfTI with the MSD phantoms' geometry: RAS affine diag(-sx, -sy, sz), origin (-ox, -oy, oz)."""
-    aff = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
-    aff[:3, 3] = [-origin_lps[0], -origin_lps[1], origin_lps[2]]
-    img = nib.Nifti1Image(data, aff)
-    img.set_qform(aff, code=1)
-    img.set_sform(aff, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    """NIfTI with the MSD phantoms' geometry (:func:`~versemi.data.phantoms.writers.ras_affine`)."""
+    save_nifti(path, data, ras_affine(spacing, origin_lps))
 
 
 def read_provenance(btcv_dir) -> dict | None:

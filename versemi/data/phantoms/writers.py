@@ -36,7 +36,8 @@ def msd_file(dataset: str, name: str) -> str:
     return f"spleen_{num}.nii.gz" if dataset == "spleen" else f"lung_{num:03d}.nii.gz"
 
 
-def _ras_affine(spacing, origin_lps) -> np.ndarray:
+def ras_affine(spacing, origin_lps) -> np.ndarray:
+    """The NIfTI affine (RAS) of a phantom volume: diag(-sx, -sy, sz), origin (-ox, -oy, oz) from LPS."""
     sx, sy, sz = spacing
     ox, oy, oz = origin_lps
     aff = np.diag([-sx, -sy, sz, 1.0])
@@ -44,7 +45,8 @@ def _ras_affine(spacing, origin_lps) -> np.ndarray:
     return aff
 
 
-def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """``data`` as NIfTI with ``affine`` as both qform and sform (mm), creating the folder."""
     img = nib.Nifti1Image(data, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
@@ -170,19 +172,19 @@ def write_case(stage: Path, dataset: str, case: PhantomCase, seed: int, labeled:
     hidden = stage / "hidden_labels" / dataset / f"{case.name}.nii.gz"
     if dataset == "la":
         _write_h5(stage / "LA" / "2018LA_Seg_Training Set" / case.name / "mri_norm2.h5", case.image, target)
-        _save_nifti(hidden, case.labels, np.diag([*case.spacing, 1.0]))
+        save_nifti(hidden, case.labels, np.diag([*case.spacing, 1.0]))
         return
-    affine = _ras_affine(case.spacing, case.origin_lps)
-    _save_nifti(hidden, case.labels, affine)
+    affine = ras_affine(case.spacing, case.origin_lps)
+    save_nifti(hidden, case.labels, affine)
     if dataset == "pancreas":
         num = int(case.name[4:])
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1, zlib.crc32(case.name.encode()), 999]))
         _write_dicom_series(stage / "Pancreas-CT", case, seed, rng)
-        _save_nifti(stage / "TCIA_pancreas_labels-02-05-2017" / f"label{num:04d}.nii.gz", target, affine)
+        save_nifti(stage / "TCIA_pancreas_labels-02-05-2017" / f"label{num:04d}.nii.gz", target, affine)
         return
     task = "Task09_Spleen" if dataset == "spleen" else "Task06_Lung"
     fname = msd_file(dataset, case.name)
-    _save_nifti(stage / task / ("imagesTr" if labeled else "imagesTs") / fname, _hu_int16(case.image), affine)
+    save_nifti(stage / task / ("imagesTr" if labeled else "imagesTs") / fname, _hu_int16(case.image), affine)
     if labeled:
-        _save_nifti(stage / task / "labelsTr" / fname, target, affine)
+        save_nifti(stage / task / "labelsTr" / fname, target, affine)
 
