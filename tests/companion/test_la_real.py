@@ -146,3 +146,32 @@ def test_published_comparison_matches_rows_on_fields(committed):
                          "sources": len(p)})
     pd.testing.assert_frame_equal(got, pd.DataFrame(expected))
     assert "VerSemi 10%" not in got["ours"].tolist()  # no published LA number of VerSemi
+
+
+def test_full_resolution_scoring_inverts_the_preparation_s_resampling():
+    """A label downsampled x0.5 as `versemi prepare` does (scipy.ndimage.zoom, corner-aligned) and brought
+    back by upsample_to keeps its place: no systematic shift, a high overlap."""
+    from scipy import ndimage
+
+    from versemi.companion.la_real import upsample_to
+    from versemi.data.prepare import _zoom   # the preparation's resampling
+
+    z, y, x = np.mgrid[:88, :80, :40]   # near two corners, where a grid mismatch shifts the most
+    label = (((z - 79) / 6) ** 2 + ((y - 8.7) / 6) ** 2 + ((x - 22.2) / 8) ** 2 < 1).astype(np.uint8)
+    small = _zoom(label.astype(np.float32), (0.5,) * 3, 1)
+    back = upsample_to(small, label.shape)
+    assert back.shape == label.shape
+    shift = np.subtract(ndimage.center_of_mass(back), ndimage.center_of_mass(label))
+    assert np.abs(shift).max() < 0.25   # trilinear with align_corners=False: 0.45 voxel
+    dice = 2 * (back & label).sum() / (back.sum() + label.sum())
+    assert dice > 0.9
+
+
+def test_why_the_numbers_differ_is_generated_from_the_export():
+    res = la_real.load_la_results(REPO_ROOT / "results" / "la-real")
+    text = la_real.why_numbers_differ(res)
+    steps = {int(r["config"]["steps"]) for r in res.provenance["runs"].values()}
+    assert all(f"{s:,} steps" in text for s in steps) and res.provenance["data"] in text
+    assert "degenerates" in text   # VerSemi trained on LA alone
+    assert "x0.5" in text and "the paper's: 16" in text
+    assert "cannot be described" in la_real.why_numbers_differ(None)
