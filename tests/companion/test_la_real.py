@@ -154,7 +154,7 @@ def test_full_resolution_scoring_inverts_the_preparation_s_resampling():
     from scipy import ndimage
 
     from versemi.companion.la_real import upsample_to
-    from versemi.data.prepare import _zoom   # the preparation's resampling
+    from versemi.data.prepare import _zoom  # the preparation's resampling
 
     z, y, x = np.mgrid[:88, :80, :40]   # near two corners, where a grid mismatch shifts the most
     label = (((z - 79) / 6) ** 2 + ((y - 8.7) / 6) ** 2 + ((x - 22.2) / 8) ** 2 < 1).astype(np.uint8)
