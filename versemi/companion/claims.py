@@ -107,7 +107,7 @@ CLAIMS: tuple[Claim, ...] = (
           "absent", "directional", "fidelity", "VerSemi (full)", "w/o L_aux", "offtarget_fp_ml", direction="less",
           rows="key"),
     Claim("generalisation", "On an unseen site (BTCV spleen) VerSemi's Dice drops less than the other methods' "
-          "(which drop by about {value} points, VerSemi not significantly)", "directional", "generalisation",
+          "(which drop by about {size} points, VerSemi not significantly)", "directional", "generalisation",
           "VerSemi", "the others' mean", "dice", ref=("generalisation",)),
     Claim("tsne", "VerSemi's features separate the tasks (t-SNE)", "untestable",
           reason="a t-SNE picture has no sampling distribution; the t-SNE chapter reports the silhouette of the "
@@ -272,7 +272,8 @@ def evaluate_claims(evidence: dict, claims: Sequence[Claim] = CLAIMS, alpha: flo
             raise VersemiError(f"claim {c.key}: unknown kind {c.kind!r}")
         claimed, source, confidence = claimed_value(c)
         m = Measured(note=c.reason) if c.kind == "untestable" else measure(c, evidence, n_boot, n_perm, phantom)
-        text = c.statement.format(value=f"{claimed:+g}" if c.kind != "absolute" else f"{claimed:g}", margin=f"{claimed:g}")
+        text = c.statement.format(value=f"{claimed:+g}" if c.kind != "absolute" else f"{claimed:g}",
+                                  margin=f"{claimed:g}", size=f"{abs(claimed):g}")
         rows.append({"claim": c.key, "statement": text, "kind": c.kind, "evidence": c.evidence or "",
                      "compared": f"{c.a} - {c.b}" if c.b else (c.a or ""), "metric": c.metric,
                      "claimed": claimed, "source": source, "confidence": confidence, "measured": m.effect,
