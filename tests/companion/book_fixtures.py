@@ -39,8 +39,9 @@ _EXAMPLE_CELLS = (
              'ax.set_xlabel("step")\nax.set_ylabel("position")\n'
              'ax.set_title(f"{n} steps (profile {profile}, seed {seed})")\nfig.tight_layout()\nplt.show()'),
     ("markdown", "## A glued value\n\nThe walk has {glue:text}`n_steps` steps and ends at "
-                 "{glue:text}`final_position:.3f`."),
-    ("code", 'glue("n_steps", int(n), display=False)\nglue("final_position", float(walk[-1]), display=False)'),
+                 "{glue:text}`final_position:.3f`; it is {glue:text}`walk_kind`."),
+    ("code", 'glue("n_steps", int(n), display=False)\nglue("final_position", float(walk[-1]), display=False)\n'
+             'from versemi.companion.figures import glue_value\nglue_value("walk_kind", "a Gaussian random walk")'),
     ("markdown", "## Widgets without a kernel\n\nThe slider and the number box are linked in the browser "
                  "(`jslink`)."),
     ("code", 'slider = widgets.IntSlider(value=n, min=0, max=20, description="steps")\n'

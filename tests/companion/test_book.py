@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,9 @@ def test_built_pages_show_the_outputs(built_book):
     assert "<table" in nb_page and "Random walk: 5 steps" in nb_page
     assert "Run record" in nb_page and "profile <strong>smoke</strong>" in nb_page
     assert 'class="pasted-text">5<' in nb_page  # the glued n_steps
+    # glued text reads as prose: no quote marks around it (a glued str would show its repr)
+    assert 'class="pasted-text">a Gaussian random walk<' in nb_page
+    assert not re.search(r'class="pasted-text">[\'\u2018"]', nb_page)
     assert "application/vnd.jupyter.widget-state+json" in nb_page
     assert "_static/vendor/ipywidgets/embed-amd.js" in nb_page
     method = (html / "book" / "method.html").read_text()

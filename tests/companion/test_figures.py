@@ -118,3 +118,18 @@ def test_method_figure_states_the_parameter_count_and_saves(tmp_path):
     assert any("P_agg = max_k" in t for t in texts)
     assert (tmp_path / "method.png").read_bytes()[:4] == b"\x89PNG"
     plt.close(fig)
+
+
+def test_glued_text_is_shown_bare_and_numbers_keep_their_type(monkeypatch):
+    import myst_nb
+    from IPython.core.formatters import format_display_data
+
+    from versemi.companion.figures import Prose, glue_value
+
+    assert format_display_data(Prose("90.6"))[0]["text/plain"] == "90.6"   # a str would show '90.6'
+    got = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: got.update({key: (value, display)}))
+    glue_value("a", "reaches 90.6")
+    glue_value("b", 0.25)
+    assert isinstance(got["a"][0], Prose) and got["a"][1] is False
+    assert got["b"] == (0.25, False) and type(got["b"][0]) is float

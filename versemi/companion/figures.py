@@ -153,3 +153,22 @@ def method_figure(out: str | Path | None = None):
     if out is not None:
         save_figure(fig, out)
     return fig
+
+
+class Prose(str):
+    """Text glued into a page's prose: its plain-text form is the text itself (a ``str`` is shown by its repr,
+    so ``{glue:text}`` would print it between quote marks)."""
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(str.__str__(self))
+
+
+def glue_value(key: str, value) -> None:
+    """``myst_nb.glue(key, value, display=False)``, text as :class:`Prose` (bare in the prose), numbers and
+    rich objects (Markdown, figures) unchanged, so ``{glue:text}`key:.1f``` format specs keep working."""
+    from myst_nb import glue
+
+    glue(key, Prose(value) if isinstance(value, str) and not isinstance(value, Prose) else value, display=False)
