@@ -23,7 +23,7 @@ import pandas as pd
 
 from versemi.data.external import ensure_external, load_external_cases
 from versemi.evaluate.cases import evaluate_cases
-from versemi.runs import load_run_net, run_fields
+from versemi.runs import load_run_net, run_config, run_fields
 from versemi.utils import VersemiError
 
 EXTERNAL_SET = "btcv"
@@ -38,13 +38,14 @@ def external_cases(run_dir, data_dir, profile: str, seed: int, name: str = EXTER
     :func:`versemi.runs.collect_case_metrics` (``dataset`` = ``name``; ``method`` is filled by the caller)."""
     run_dir = Path(run_dir)
     csv = run_dir / "eval" / f"external_{name}.csv"
-    net, cfg = load_run_net(run_dir, device=device)
+    cfg = run_config(run_dir)
     if SOURCE_DATASET not in cfg.datasets:
         raise VersemiError(f"{run_dir}: trained on {list(cfg.datasets)}, it has no spleen prompt to score "
                            f"the {name} set with")
     if csv.is_file():
         df = pd.read_csv(csv)
     else:
+        net, cfg = load_run_net(run_dir, device=device)
         cases = load_external_cases(ensure_external(data_dir, profile, seed, name))
         tuples = ((c["name"], c["image"], c["label"], c.get("spacing")) for c in cases)
         df = evaluate_cases(net, tuples, SPLEEN_TASK, csv, patch_size=cfg.eval_patch, stride=cfg.eval_stride,
@@ -68,25 +69,36 @@ def drop_table(cases: pd.DataFrame, metric: str = "dice", external: str = EXTERN
     df = cases.assign(seed=cases["seed"] if "seed" in cases else 0)
     lines = []
     for (method, row), sub in df.groupby(["method", "row"], sort=False):
-        groups = {}
-        for s, ss in sub.groupby("seed"):
-            a = ss.loc[ss["dataset"] == SOURCE_DATASET, metric].dropna().to_numpy(float) * 100
-            b = ss.loc[ss["dataset"] == external, metric].dropna().to_numpy(float) * 100
-            if a.size and b.size:
-                groups[s] = (a, b)
+        groups = _seed_groups(sub, metric, external)
         if not groups:
             continue
-        drop = float(np.mean([a.mean() - b.mean() for a, b in groups.values()]))
-        reps = _bootstrap_drop(list(groups.values()), n_boot, seed)
+        reps = _bootstrap_drop(groups, n_boot, seed)
         lines.append({"row": row, "method": method,
-                      "msd": float(np.mean([a.mean() for a, _ in groups.values()])),
-                      "unseen": float(np.mean([b.mean() for _, b in groups.values()])),
-                      "drop": drop, "drop_lo": float(np.quantile(reps, 0.025)),
+                      "msd": float(np.mean([a.mean() for a, _ in groups])),
+                      "unseen": float(np.mean([b.mean() for _, b in groups])),
+                      "drop": _drop(groups), "drop_lo": float(np.quantile(reps, 0.025)),
                       "drop_hi": float(np.quantile(reps, 0.975)),
-                      "p_drop": _permutation_p(list(groups.values()), n_perm, seed), "n_seeds": len(groups),
-                      "n_msd": int(sum(a.size for a, _ in groups.values())),
-                      "n_unseen": int(sum(b.size for _, b in groups.values()))})
+                      "p_drop": _permutation_p(groups, n_perm, seed), "n_seeds": len(groups),
+                      "n_msd": int(sum(a.size for a, _ in groups)),
+                      "n_unseen": int(sum(b.size for _, b in groups))})
     return pd.DataFrame(lines)
+
+
+def _seed_groups(sub: pd.DataFrame, metric: str, external: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per seed (ascending) of one row's cases: (MSD-spleen values, external values) in points, NaN left out;
+    seeds lacking either set are skipped."""
+    groups = []
+    for _, ss in sub.groupby("seed"):
+        a = ss.loc[ss["dataset"] == SOURCE_DATASET, metric].dropna().to_numpy(float) * 100
+        b = ss.loc[ss["dataset"] == external, metric].dropna().to_numpy(float) * 100
+        if a.size and b.size:
+            groups.append((a, b))
+    return groups
+
+
+def _drop(groups: list) -> float:
+    """Mean over seeds of (MSD mean - external mean)."""
+    return float(np.mean([a.mean() - b.mean() for a, b in groups]))
 
 
 def _bootstrap_drop(groups: list, n_boot: int, seed: int) -> np.ndarray:
@@ -109,7 +121,7 @@ def _bootstrap_drop(groups: list, n_boot: int, seed: int) -> np.ndarray:
 def _permutation_p(groups: list, n_perm: int, seed: int) -> float:
     """Two-sided p-value of the drop under exchangeable set labels within each seed."""
     rng = np.random.default_rng(seed)
-    observed = np.mean([a.mean() - b.mean() for a, b in groups])
+    observed = _drop(groups)
     stat = np.zeros(n_perm)
     for a, b in groups:
         pooled = np.concatenate([a, b])
@@ -129,14 +141,9 @@ def drop_gap(cases: pd.DataFrame, row: str = "VerSemi", metric: str = "dice", ex
     df = cases.assign(seed=cases["seed"] if "seed" in cases else 0)
     reps, drops = {}, {}
     for i, (r, sub) in enumerate(df.groupby("row", sort=False)):
-        groups = []
-        for _, ss in sub.groupby("seed"):
-            a = ss.loc[ss["dataset"] == SOURCE_DATASET, metric].dropna().to_numpy(float) * 100
-            b = ss.loc[ss["dataset"] == external, metric].dropna().to_numpy(float) * 100
-            if a.size and b.size:
-                groups.append((a, b))
+        groups = _seed_groups(sub, metric, external)
         if groups and r not in exclude:
-            drops[r] = float(np.mean([a.mean() - b.mean() for a, b in groups]))
+            drops[r] = _drop(groups)
             reps[r] = _bootstrap_drop(groups, n_boot, seed + i)
     others = [k for k in drops if k != row]
     if row not in drops or not others:

@@ -98,7 +98,7 @@ def _plain(d: dict) -> dict:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in d.items()}
 
 
-def run_cases(study: str, label: str, run_dir, seed: int, data_dir="results/data", profile: str | None = None,
+def run_cases(study: str | None, label: str, run_dir, seed: int, data_dir="results/data", profile: str | None = None,
               device=None, progress: bool = False) -> pd.DataFrame:
     """The per-case lines a run contributes to ``study`` (with ``seed``): its test cases
     (:func:`versemi.runs.collect_case_metrics`); for the generalisation study its MSD-spleen test cases and
@@ -121,7 +121,7 @@ def export_run(label: str, run_dir, seed: int, dest, cases: pd.DataFrame | None 
     folder is built beside and swapped in). ``cases``: the run's lines of its study (default: its test
     cases, :func:`run_cases`)."""
     run_dir, dest = Path(run_dir), Path(dest)
-    cases = run_cases("any", label, run_dir, seed) if cases is None else cases
+    cases = run_cases(None, label, run_dir, seed) if cases is None else cases
     record = run_record(label, run_dir, seed)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
