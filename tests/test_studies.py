@@ -9,6 +9,7 @@ from versemi.data.ensure import prepared_dir
 from versemi.data.prepare import load_manifest
 from versemi.studies import (
     export_dir,
+    exported_by_current_code,
     load_study,
     run_key,
     run_study,
@@ -73,6 +74,25 @@ def test_a_study_over_two_seeds_is_exported_read_back_and_not_retrained(smoke_ro
     row = status[status["run"] == LABEL]
     assert row["exported"].all() and row["current_code"].all()
     assert not status[status["run"] != LABEL]["exported"].any()
+
+
+def test_an_export_trained_on_other_data_is_stale_and_retrained(smoke_root, tmp_path):
+    """A recalibrated phantom generator keeps the code fingerprint but changes the data: the export whose
+    run folder (hash of config + manifest) is not the one of this data is retrained, not skipped."""
+    out = tmp_path / "studies"
+    kw = dict(seeds=[2333], out=out, data_dir=smoke_root / "data", runs_root=smoke_root / "runs", labels=[LABEL],
+              progress=False)
+    (dest,) = run_study("curves", "smoke", **kw)
+    cfg = study_configs("curves", "smoke", 2333)[LABEL]
+    prepared = prepared_dir(smoke_root / "data", "smoke", 2333)
+    assert exported_by_current_code(dest, cfg, prepared)
+    rec = json.loads((dest / "run.json").read_text())
+    rec["run"] = "sup_only-000000000000"      # as if trained on another draw of the phantoms
+    (dest / "run.json").write_text(json.dumps(rec))
+    assert exported_by_current_code(dest)                       # the code alone still matches
+    assert not exported_by_current_code(dest, cfg, prepared)    # the data does not
+    assert run_study("curves", "smoke", **kw) == [dest]
+    assert json.loads((dest / "run.json").read_text())["run"] != "sup_only-000000000000"
 
 
 def test_a_study_of_mixed_code_is_refused(smoke_root, tmp_path):

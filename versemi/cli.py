@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="train an experiment group over several seeds and export its results "
                                      "(results/studies/, committed; the book renders them)")
-    p.add_argument("action", choices=["run", "status"], help="run: train what is missing and export each run as "
-                   "it finishes; status: what is exported, and whether by the current code")
-    p.add_argument("study", choices=list(STUDY_GROUPS))
+    p.add_argument("action", choices=["run", "status", "batch"], help="run: train what is missing and export each "
+                   "run as it finishes; status: what is exported, and whether by the current code; batch: the same "
+                   "as run for several studies with --workers single-thread processes, cheapest runs first "
+                   "(versemi/batch.py)")
+    p.add_argument("study", choices=list(STUDY_GROUPS), nargs="+")
     p.add_argument("--profile", default="demo", choices=profile_names())
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                    help=f"seeds (data draw, validation split and training; default {' '.join(map(str, SEEDS))})")
@@ -110,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="results/data", help="data root (phantoms are generated there)")
     p.add_argument("--runs", default="results/runs", help="run cache root (default: results/runs)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2, help="batch: worker processes (one torch thread each)")
+    p.add_argument("--commit-to", default=None, metavar="REPO",
+                   help="batch: git checkout to commit each export into (the --out folder must be inside it)")
+    p.add_argument("--dry-run", action="store_true", help="batch: print the plan and its estimated cost only")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="execute every notebook with papermill, then build the Jupyter Book")
@@ -202,12 +208,25 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_study(args) -> int:
-    if args.action == "status":
-        print(study_status(args.study, args.profile, args.seeds, args.out).to_string(index=False))
-        return 0
-    get_device(args.device)
-    run_study(args.study, args.profile, args.seeds, args.out, args.data_dir, args.runs, labels=args.only,
-              device=args.device, on_export=lambda p: print(p, flush=True))
+    if args.action == "batch":
+        from versemi.batch import plan, run_batch
+
+        if args.dry_run:
+            items = plan(args.study, args.profile, args.seeds, args.out, args.data_dir)
+            for it in items:
+                print(f"{it.cost_s / 60:7.1f} min  {it.study:<15} seed {it.seed:<5} {it.label}")
+            print(f"{len(items)} runs, {sum(it.cost_s for it in items) / 3600:.1f} CPU-hours of training steps "
+                  f"(estimated from results/bench/method_costs.csv)")
+            return 0
+        return 1 if run_batch(args.study, args.profile, args.seeds, args.workers, args.out, args.data_dir, args.runs,
+                              commit_to=args.commit_to, device=args.device) else 0
+    for study in args.study:
+        if args.action == "status":
+            print(study_status(study, args.profile, args.seeds, args.out).to_string(index=False))
+            continue
+        get_device(args.device)
+        run_study(study, args.profile, args.seeds, args.out, args.data_dir, args.runs, labels=args.only,
+                  device=args.device, on_export=lambda p: print(p, flush=True))
     return 0
 
 

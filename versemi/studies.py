@@ -156,7 +156,7 @@ def run_study(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR, data_dir="
         prepared = ensure_data(data_dir, profile, int(seed))
         for label, cfg in cfgs.items():
             dest = export_dir(out, profile, study, label, seed)
-            if _exported_by_current_code(dest):
+            if exported_by_current_code(dest, cfg, prepared):
                 continue
             run_dir = get_or_train(cfg, prepared, runs_root, device=device, progress=progress)
             cases = run_cases(study, label, run_dir, int(seed), data_dir, profile, device, progress)
@@ -174,10 +174,17 @@ def _current(record: dict) -> bool:
     return prov.get("code") == code_fingerprint() and (not method or prov.get("method_code") == method_fingerprint(method))
 
 
-def _exported_by_current_code(dest: Path) -> bool:
+def exported_by_current_code(dest: Path, cfg: RunConfig | None = None, prepared=None) -> bool:
+    """Whether ``dest`` holds an export made by this checkout's code (shared and method code) and, given
+    the run's ``cfg`` and ``prepared`` data, trained on exactly that data (the run folder name, a hash of
+    config and manifest, is the recorded one): a recalibrated phantom generator leaves the code fingerprint
+    as it was but changes the data, and such an export is stale."""
     if not (dest / "run.json").is_file():
         return False
-    return _current(json.loads((dest / "run.json").read_text()))
+    record = json.loads((dest / "run.json").read_text())
+    if not _current(record):
+        return False
+    return cfg is None or prepared is None or run_dir_for(cfg, prepared, ".").name == record["run"]
 
 
 @dataclass
@@ -304,7 +311,7 @@ def study_status(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR) -> pd.D
             dest = export_dir(out, profile, study, label, seed)
             exported = (dest / "run.json").is_file()
             lines.append({"run": label, "seed": int(seed), "exported": exported,
-                          "current_code": exported and _exported_by_current_code(dest)})
+                          "current_code": exported and exported_by_current_code(dest)})
     return pd.DataFrame(lines)
 
 SOURCES = ("auto", "committed", "live")

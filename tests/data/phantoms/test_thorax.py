@@ -28,3 +28,24 @@ def test_thorax_lungs_tumours_and_intensities():
 def test_thorax_is_deterministic_in_the_generator():
     a, b = _draw(4), _draw(4)
     assert np.array_equal(a.labels, b.labels) and np.array_equal(a.image, b.image)
+
+
+def _surface_neighbours(labels, code):
+    """Codes of the voxels face-adjacent to the outer surface of structure ``code`` (one per contact)."""
+    from scipy import ndimage
+
+    inside = labels == code
+    shell = ndimage.binary_dilation(inside) & ~inside
+    return labels[shell]
+
+
+def test_tumours_are_bordered_by_lung_so_their_border_is_visible():
+    # centred at least a radius below the pleura: most of a tumour's surface faces lung parenchyma (HU
+    # about -850), not the mediastinum or chest wall whose HU it shares; clipped anywhere in the lung, a
+    # large nodule used to face them over much of its border
+    for seed in range(4):
+        with threadpool_limits(limits=1):
+            ph = thorax_ct(np.random.default_rng(seed), (64, 64, 40), (5.0, 5.0, 5.0))
+        around = _surface_neighbours(ph.labels, S["tumour"])
+        lung_like = np.isin(around, [S["lung_left"], S["lung_right"]])
+        assert lung_like.mean() > 0.8, (seed, lung_like.mean())

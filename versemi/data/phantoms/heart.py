@@ -19,8 +19,8 @@ def heart_mri(rng: np.random.Generator, shape, spacing) -> Phantom:
     fat; smooth multiplicative bias field and Rician noise.  The atrium sits near the grid centre."""
     g = Grid(rng, shape, spacing, deform_mm=uniform(rng, 2, 5), deform_corr=50.0)
     labels = np.zeros(g.shape, dtype=np.uint8)
-    c_la = np.array([uniform(rng, -8, 8), uniform(rng, -8, 8), uniform(rng, -4, 4)])
-    la_semi = np.array([uniform(rng, 24, 32), uniform(rng, 17, 23), uniform(rng, 19, 26)])
+    c_la = np.array([uniform(rng, -14, 14), uniform(rng, -12, 12), uniform(rng, -6, 6)])
+    la_semi = np.array([uniform(rng, 20, 34), uniform(rng, 14, 25), uniform(rng, 16, 28)])
     a = uniform(rng, 145, 175)
     b = a * uniform(rng, 0.68, 0.8)
     x0, y0 = c_la[0] - uniform(rng, 0, 12), c_la[1] - uniform(rng, 0.0, 0.1) * b
@@ -71,10 +71,16 @@ def heart_mri(rng: np.random.Generator, shape, spacing) -> Phantom:
     labels[(g.tube(asc, [ra_ * 1.1] * 3) <= 0) & cavity] = S["aorta"]
 
     # left atrium: wall shell, pulmonary veins, then the atrium body and appendage on top
-    rot_la = rotation(rx=uniform(rng, -10, 10), ry=uniform(rng, -10, 10), rz=uniform(rng, -15, 15))
-    wall = uniform(rng, 2.0, 3.5)
-    la_r_out = g.ellipsoid(c_la, la_semi + wall, rot_la)
-    labels[la_r_out <= 1] = S["myocardium"]
+    rot_la = rotation(rx=uniform(rng, -20, 20), ry=uniform(rng, -20, 20), rz=uniform(rng, -30, 30))
+    # the atrial wall is thin and, at these voxel sizes, seen only in part: it covers a random 45-85 % of
+    # the atrium's surface; elsewhere the atrium borders whatever lies outside it (fat, aorta, the right
+    # atrium, the veins), so its outline is partly a matter of shape, not of contrast, as in LGE-MRI
+    wall = uniform(rng, 1.5, 3.0)
+    lob = g.field(rng, uniform(rng, 12, 20))
+    lob_amp = np.float32(uniform(rng, 0.08, 0.22))
+    la_r_out = g.ellipsoid(c_la, la_semi + wall, rot_la) - lob_amp * lob
+    cover = g.field(rng, uniform(rng, 8, 14))
+    labels[(la_r_out <= 1) & (cover > np.float32(np.quantile(cover, 1 - uniform(rng, 0.45, 0.85))))] = S["myocardium"]
     choices = {  # direction (x: +left, y: +posterior, z: +superior)
         "LSPV": (1.0, 0.5, 0.55), "LIPV": (1.0, 0.55, -0.5), "RSPV": (-1.0, 0.5, 0.5), "RIPV": (-1.0, 0.55, -0.5)}
     n_pv = int(rng.choice([2, 3, 4], p=[0.15, 0.25, 0.6]))
@@ -93,9 +99,21 @@ def heart_mri(rng: np.random.Generator, shape, spacing) -> Phantom:
         pts = [start, start + d * length * 0.5, start + d * length * 0.5 + d2 * length * 0.5]
         pv |= g.tube(pts, [r0 * 1.15, r0, r0 * 0.9]) <= 0
     labels[pv & (labels != S["bone"])] = S["pulmonary_veins"]
-    la = g.ellipsoid(c_la, la_semi, rot_la) <= 1
-    laa_c = c_la + [la_semi[0] * 0.9, -la_semi[1] * 0.9, la_semi[2] * 0.3]
-    la |= g.ellipsoid(laa_c, (uniform(rng, 6, 9), uniform(rng, 5, 7), uniform(rng, 9, 13)), rotation(rz=uniform(rng, 20, 50))) <= 1
+    # the mitral orifice: an open blood channel from the atrium into the left ventricle, so that the
+    # label border between the two (the valve plane) has no intensity edge
+    mv = uniform(rng, 6, 10)
+    labels[g.tube([c_la, (c_la + lv_c) / 2, lv_c], [mv, mv, mv]) <= 0] = S["lv"]
+    la_r = g.ellipsoid(c_la, la_semi, rot_la) - lob_amp * lob
+    la = la_r <= 1
+    # the annotation convention of the LA dataset: the atrium's label runs a few millimetres into the
+    # veins' ostia (here up to 1.25x the body's normalised radius, about 4-8 mm): a cut that no intensity
+    # shows, learnt from the examples alone
+    la |= pv & (la_r <= uniform(rng, 1.15, 1.3))
+    # the appendage: a finger of varying size and direction off the antero-lateral wall
+    laa_d = rot_la @ np.array([uniform(rng, 0.7, 1.0), -uniform(rng, 0.6, 1.0), uniform(rng, -0.2, 0.6)])
+    laa_c = c_la + laa_d * la_semi * 0.9
+    laa_s = (uniform(rng, 5, 10), uniform(rng, 4, 8), uniform(rng, 8, 16))
+    la |= g.ellipsoid(laa_c, laa_s, rotation(rx=uniform(rng, -30, 30), rz=uniform(rng, 0, 70))) <= 1
     labels[la] = S["left_atrium"]
 
     lut = np.zeros(N_CODES, dtype=np.float32)
@@ -112,6 +130,9 @@ def heart_mri(rng: np.random.Generator, shape, spacing) -> Phantom:
         lut[S[k]] = blood * uniform(rng, 0.92, 1.08)
     tex = g.field(rng, 5.0)
     img = lut[labels] * (1 + np.float32(0.08) * tex)
+    # blood-pool inhomogeneity (flow, inflow of contrast): a slow +-10-20 % field on every blood structure
+    blood_pool = np.isin(labels, [S[k] for k in ("lv", "rv", "ra", "left_atrium", "pulmonary_veins", "aorta")])
+    img[blood_pool] *= 1 + np.float32(uniform(rng, 0.1, 0.2)) * g.field(rng, 15.0)[blood_pool]
     # late-enhancement (fibrosis-like) patches in the atrial wall
     la_wall = (labels == S["myocardium"]) & (la_r_out <= 1)
     img[la_wall & (g.field(rng, 6.0) > np.float32(uniform(rng, 0.3, 1.2)))] = np.float32(uniform(rng, 0.7, 0.9))
@@ -121,7 +142,7 @@ def heart_mri(rng: np.random.Generator, shape, spacing) -> Phantom:
     bias = np.exp(np.float32(uniform(rng, 0.15, 0.35)) * g.field(rng, 70.0) + np.float32(uniform(rng, -0.3, 0.3)) * yn)
     gain = np.float32(uniform(rng, 80, 400))
     img = img * bias * gain
-    sd = np.float32(uniform(rng, 0.02, 0.05)) * gain
+    sd = np.float32(uniform(rng, 0.05, 0.12)) * gain
     n1 = rng.standard_normal(img.shape, dtype=np.float32)
     n2 = rng.standard_normal(img.shape, dtype=np.float32)
     img = np.sqrt((img + sd * n1) ** 2 + (sd * n2) ** 2).astype(np.float32)

@@ -82,11 +82,15 @@ def thorax_ct(rng: np.random.Generator, shape, spacing, thin_target_scale: float
     tumour = np.zeros(g.shape, dtype=bool)
     radii = []
     lung_any = (labels == S["lung_left"]) | (labels == S["lung_right"])
-    core = ndimage.binary_erosion(lung_any, iterations=1)
-    pool = np.flatnonzero(core if core.any() else lung_any)
+    # depth of every lung voxel below the pleura (mm): a nodule is centred at least its radius deep, so that
+    # only its lobulations (up to 1.2 r) may touch the pleura; one centred anywhere in the lung was mostly
+    # clipped flat against the mediastinum, a border that no image shows (tumour and heart share their HU)
+    depth = ndimage.distance_transform_edt(lung_any, sampling=g.spacing).ravel()
     for k in range(n_tum):
         r = max(r_min, thin_target_scale * (uniform(rng, 12, 28) if k == 0 else uniform(rng, 5, 14)))
-        i = int(pool[rng.integers(pool.size)])
+        r = max(r_min, min(r, float(depth.max())))
+        pool = np.flatnonzero(depth >= r)
+        i = int(pool[rng.integers(pool.size)]) if pool.size else int(np.argmax(depth))
         c = (g.X.ravel()[i], g.Y.ravel()[i], g.Z.ravel()[i])
         rr = g.ellipsoid(c, (r, r, r))
         # inside the lung parenchyma: a nodule bulging into the mediastinum would have an invisible border

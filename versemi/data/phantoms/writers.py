@@ -21,7 +21,7 @@ from versemi.data.registry import DATASETS, STRUCTURES
 
 from .cases import PhantomCase, check_dataset, decimal_round
 
-VERSION = "1.0"
+VERSION = "1.1"   # 1.1: LA and lung phantoms recalibrated (issue 13)
 
 
 def dataset_roots(dataset: str) -> list[str]:

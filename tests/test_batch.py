@@ -1,0 +1,106 @@
+"""Background batches: the cheapest-first plan, exclusive claims, committing only the export, and a worker
+that trains, exports and commits while skipping what is done."""
+
+import json
+import os
+import subprocess
+
+import pandas as pd
+
+from versemi.batch import Item, claim, commit_export, plan, step_costs, work
+from versemi.studies import export_dir, study_configs
+
+LA_UB = "Fully supervised (la) 100%"
+
+
+def _costs(tmp_path, rows):
+    p = tmp_path / "method_costs.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    return p
+
+
+def test_step_costs_read_the_profile_lines_only(tmp_path):
+    p = _costs(tmp_path, [{"profile": "demo", "method": "bcp", "step_ms": 200.0},
+                          {"profile": "paper", "method": "bcp", "step_ms": 9000.0}])
+    assert step_costs("demo", p) == {"bcp": 0.2}
+    assert step_costs("smoke", p) == {}
+    assert step_costs("demo", tmp_path / "absent.csv") == {}
+
+
+def test_the_plan_is_cheapest_first_and_covers_every_run_and_seed(smoke_root, tmp_path):
+    costs = _costs(tmp_path, [{"profile": "smoke", "method": "sup_only", "step_ms": 10.0},
+                              {"profile": "smoke", "method": "versemi", "step_ms": 1000.0}])
+    items = plan(["curves", "ablations"], "smoke", seeds=[2333], out=tmp_path / "out",
+                 data_dir=smoke_root / "data", costs_csv=costs)
+    n_runs = len(study_configs("curves", "smoke", 2333)) + len(study_configs("ablations", "smoke", 2333))
+    assert len(items) == n_runs
+    assert [it.cost_s for it in items] == sorted(it.cost_s for it in items)
+    # every cheap Sup-only curve run comes before every VerSemi ablation
+    kinds = [it.method for it in items]
+    assert kinds.index("versemi") > max(i for i, k in enumerate(kinds) if k == "sup_only")
+
+
+def test_a_claim_is_exclusive_and_a_dead_holder_is_taken_over(tmp_path):
+    it = Item("curves", 2333, LA_UB, "sup_only", 6, 1.0)
+    assert claim(tmp_path, it)
+    assert not claim(tmp_path, it)            # this very process holds it
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / it.claim_name).write_text(json.dumps({"pid": dead.pid}))
+    assert claim(tmp_path, it)                # its holder is gone
+    assert json.loads((tmp_path / it.claim_name).read_text())["pid"] == os.getpid()
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def _repo(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@example.org")
+    _git(repo, "config", "user.name", "t")
+    (repo / "a.txt").write_text("a\n")
+    _git(repo, "add", "a.txt")
+    _git(repo, "commit", "-q", "-m", "first")
+    return repo
+
+
+def test_commit_export_commits_only_the_export_and_keeps_the_rest_staged(tmp_path):
+    repo = _repo(tmp_path)
+    (repo / "a.txt").write_text("edited\n")
+    _git(repo, "add", "a.txt")                # someone's staged work in progress
+    exp = repo / "results" / "x" / "seed-1"
+    exp.mkdir(parents=True)
+    (exp / "cases.csv").write_text("case,dice\nc1,0.5\n")
+    assert commit_export(repo, exp, "results x")
+    assert _git(repo, "show", "--name-only", "--format=", "HEAD").split() == ["results/x/seed-1/cases.csv"]
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["a.txt"]
+    assert not commit_export(repo, exp, "again")   # nothing new to commit
+
+
+def test_a_worker_trains_exports_commits_and_skips_what_is_done(smoke_root, tmp_path):
+    repo = _repo(tmp_path)
+    out = repo / "studies"
+    items = [Item("curves", 2333, LA_UB, "sup_only", 6, 1.0)]
+    kw = dict(profile="smoke", out=out, data_dir=smoke_root / "data", runs_root=smoke_root / "runs",
+              claims=tmp_path / "claims", commit_to=repo, log=lambda s: None)
+    paths = work(items, **kw)
+    dest = export_dir(out, "smoke", "curves", LA_UB, 2333)
+    assert paths == [dest] and (dest / "cases.csv").is_file()
+    assert "studies/smoke/curves" in _git(repo, "log", "-1", "--name-only")
+    assert not list((tmp_path / "claims").iterdir())      # the claim is released
+    assert work(items, **kw) == []                          # exported by this code on this data: skipped
+    # the plan no longer lists it either
+    left = plan(["curves"], "smoke", seeds=[2333], out=out, data_dir=smoke_root / "data")
+    assert LA_UB not in [it.label for it in left]
+
+
+def test_the_command_line_prints_the_plan_with_its_cost(smoke_root, tmp_path, capsys):
+    from versemi.cli import main
+
+    assert main(["study", "batch", "curves", "--profile", "smoke", "--seeds", "2333", "--dry-run",
+                 "--out", str(tmp_path / "out"), "--data-dir", str(smoke_root / "data")]) == 0
+    text = capsys.readouterr().out
+    assert LA_UB in text and f"{len(study_configs('curves', 'smoke', 2333))} runs" in text and "CPU-hours" in text
