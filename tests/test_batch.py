@@ -104,3 +104,13 @@ def test_the_command_line_prints_the_plan_with_its_cost(smoke_root, tmp_path, ca
                  "--out", str(tmp_path / "out"), "--data-dir", str(smoke_root / "data")]) == 0
     text = capsys.readouterr().out
     assert LA_UB in text and f"{len(study_configs('curves', 'smoke', 2333))} runs" in text and "CPU-hours" in text
+
+
+def test_a_run_that_two_studies_share_is_one_item_exported_to_both(smoke_root, tmp_path):
+    # the deviations' "VerSemi (full)" is the ablations' full model: the same configuration
+    items = plan(["ablations", "deviations"], "smoke", seeds=[2333], out=tmp_path / "out",
+                 data_dir=smoke_root / "data")
+    n = len(study_configs("ablations", "smoke", 2333)) + len(study_configs("deviations", "smoke", 2333))
+    shared = [it for it in items if it.also]
+    assert len(items) == n - 1 and len(shared) == 1
+    assert all(it.exports[0][0] == "ablations" and it.exports[1][0] == "deviations" for it in shared)

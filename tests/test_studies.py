@@ -131,10 +131,9 @@ def test_study_results_prefers_committed_and_names_what_is_missing(smoke_root, t
 
 
 def test_choose_code_keeps_the_most_complete_evidence_while_a_new_code_retrains():
-    from versemi.provenance import code_fingerprint
-    from versemi.studies import choose_code
+    from versemi.studies import choose_code, current_version
 
-    cur = code_fingerprint()
+    cur = current_version()
     old = {"runs": {("A", 1), ("B", 1), ("C", 1)}, "time": "2026-01-01"}
     new = {"runs": {("A", 1)}, "time": "2026-02-01"}
     assert choose_code({}, ["A"]) == (None, {})
@@ -144,3 +143,24 @@ def test_choose_code_keeps_the_most_complete_evidence_while_a_new_code_retrains(
     # without the current code: the better covered, then the newer
     assert choose_code({"x": old, "y": {"runs": {("A", 2), ("B", 2), ("C", 2)}, "time": "2026-03-01"}},
                        ["A", "B", "C"])[0] == "y"
+
+
+def test_runs_on_another_draw_of_the_phantoms_are_another_evidence_version(smoke_root, tmp_path):
+    """Same training code, recalibrated generator (another data-code fingerprint): the old draw's runs
+    are grouped apart, and a page shows one version only."""
+    from versemi.studies import committed_codes, current_version
+
+    out = tmp_path / "studies"
+    (src,) = run_study("curves", "smoke", seeds=[2333], out=out, data_dir=smoke_root / "data",
+                       runs_root=smoke_root / "runs", labels=[LABEL], progress=False)
+    other = export_dir(out, "smoke", "curves", "Sup-only (la) 10%", 2333)
+    other.mkdir(parents=True)
+    for f in src.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    rec = json.loads((other / "run.json").read_text())
+    rec["label"], rec["provenance"]["data_code"] = "Sup-only (la) 10%", "0" * 16
+    (other / "run.json").write_text(json.dumps(rec))
+    versions = committed_codes("curves", "smoke", out)
+    assert len(versions) == 2 and current_version() in versions
+    shown = load_study("curves", "smoke", out, code=current_version())
+    assert [r["label"] for r in shown.records] == [LABEL]

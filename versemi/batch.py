@@ -43,7 +43,9 @@ COSTS_CSV = Path(__file__).resolve().parent.parent / "results" / "bench" / "meth
 
 @dataclass(frozen=True)
 class Item:
-    """One run of the plan: its study, seed and label, the method and steps, the estimated seconds."""
+    """One run of the plan: the studies (and the label in each) that export it, its seed, method and
+    steps, the estimated seconds. A run that several studies share (the same configuration) is one item:
+    one worker trains it once and exports it to each, instead of a second worker waiting on its lock."""
 
     study: str
     seed: int
@@ -51,10 +53,15 @@ class Item:
     method: str
     steps: int
     cost_s: float
+    also: tuple = ()    # ((study, label), ...) that export the same run
 
     @property
     def claim_name(self) -> str:
         return f"{self.study}--{run_key(self.label)}--seed-{self.seed}"
+
+    @property
+    def exports(self) -> list[tuple[str, str]]:
+        return [(self.study, self.label), *[tuple(x) for x in self.also]]
 
 
 def step_costs(profile: str, costs_csv: str | Path = COSTS_CSV) -> dict[str, float]:
@@ -75,7 +82,7 @@ def plan(studies, profile: str, seeds=SEEDS, out=STUDIES_DIR, data_dir="results/
     a method without a measured step time costs the mean of the measured ones."""
     per_step = step_costs(profile, costs_csv)
     default = sum(per_step.values()) / len(per_step) if per_step else 1.0
-    items = []
+    runs: dict[tuple, list] = {}     # (seed, run identity) -> [sort key, first (study, label, cfg), others]
     for ki, seed in enumerate(seeds):
         prepared = ensure_data(data_dir, profile, int(seed))   # an export is current only on this very data
         for si, study in enumerate(studies):
@@ -83,9 +90,16 @@ def plan(studies, profile: str, seeds=SEEDS, out=STUDIES_DIR, data_dir="results/
                 dest = export_dir(out, profile, study, label, seed)
                 if not include_done and exported_by_current_code(dest, cfg, prepared):
                     continue
+                key = (int(seed), cfg.identity())
+                if key in runs:
+                    runs[key][2].append((study, label))
+                    continue
                 cost = per_step.get(cfg.method, default) * int(cfg.steps)
-                items.append((round(cost, 1), ki, si, Item(study, int(seed), label, cfg.method, int(cfg.steps), cost)))
-    return [it for *_, it in sorted(items, key=lambda t: t[:3])]
+                runs[key] = [(round(cost, 1), ki, si), (study, label, cfg, cost), []]
+    items = []
+    for (seed, _), (order, (study, label, cfg, cost), others) in runs.items():
+        items.append((order, Item(study, seed, label, cfg.method, int(cfg.steps), cost, tuple(others))))
+    return [it for _, it in sorted(items, key=lambda t: t[0])]
 
 
 def _alive(pid: int) -> bool:
@@ -157,8 +171,10 @@ def work(items: list[Item], profile: str, out=STUDIES_DIR, data_dir="results/dat
             continue
         t0 = time.perf_counter()
         try:
-            paths = run_study(it.study, profile, [it.seed], out, data_dir, runs_root, labels=[it.label],
-                              device=device, progress=False)
+            paths = []
+            for study, label in it.exports:   # the first trains; the others are served by the run cache
+                paths += run_study(study, profile, [it.seed], out, data_dir, runs_root, labels=[label],
+                                   device=device, progress=False)
             for p in paths:
                 log(f"exported {p} ({time.perf_counter() - t0:.0f} s)")
                 if commit_to is not None:

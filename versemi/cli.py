@@ -214,7 +214,8 @@ def _cmd_study(args) -> int:
         if args.dry_run:
             items = plan(args.study, args.profile, args.seeds, args.out, args.data_dir)
             for it in items:
-                print(f"{it.cost_s / 60:7.1f} min  {it.study:<15} seed {it.seed:<5} {it.label}")
+                also = "".join(f" + {st}" for st, _ in it.also)
+                print(f"{it.cost_s / 60:7.1f} min  seed {it.seed:<5} {it.label}  [{it.study}{also}]")
             print(f"{len(items)} runs, {sum(it.cost_s for it in items) / 3600:.1f} CPU-hours of training steps "
                   f"(estimated from results/bench/method_costs.csv)")
             return 0

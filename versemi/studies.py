@@ -33,7 +33,7 @@ from versemi.config import RunConfig
 from versemi.data.ensure import DEFAULT_SEED, ensure_data
 from versemi.experiments import STUDY_GROUPS
 from versemi.generalisation import SOURCE_DATASET, external_cases
-from versemi.provenance import check_compatible, code_fingerprint, method_fingerprint
+from versemi.provenance import DATA_CODE, check_compatible, code_fingerprint, method_fingerprint
 from versemi.runs import (
     collect_case_metrics,
     done_record,
@@ -262,14 +262,27 @@ def results_from_runs(runs: dict[str, Path], seed: int, study: str = "live", pro
     return StudyResults(study, profile, cases, concat(val), concat(losses), records, source="live")
 
 
+def evidence_version(provenance: dict) -> str:
+    """The version of a committed run's evidence: ``<shared training code>/<data code>`` fingerprints (the
+    data code covers readers, preparation and the phantom generator: a recalibrated generator re-draws
+    the phantoms with the training code unchanged, and runs on the two draws are two versions)."""
+    return f"{provenance.get('code')}/{provenance.get('data_code')}"
+
+
+def current_version() -> str:
+    """:func:`evidence_version` of this checkout."""
+    return f"{code_fingerprint()}/{code_fingerprint(entries=DATA_CODE)}"
+
+
 def committed_codes(study: str, profile: str, out=STUDIES_DIR) -> dict[str, dict]:
-    """The code versions among the committed runs of ``study``: shared-code fingerprint -> ``{"runs":
-    {(label, seed), ...}, "time": newest export time}``. While a changed training code re-trains a study,
-    its runs are committed one by one next to the previous code's (:func:`study_results` chooses)."""
+    """The evidence versions among the committed runs of ``study`` (:func:`evidence_version`) -> ``{"runs":
+    {(label, seed), ...}, "time": newest export time}``. While a changed training code (or phantom
+    generator) re-trains a study, its runs are committed one by one next to the previous version's
+    (:func:`study_results` chooses)."""
     versions: dict[str, dict] = {}
     for rec_path in sorted((Path(out) / profile / study).glob("*/seed-*/run.json")):
         rec = json.loads(rec_path.read_text())
-        v = versions.setdefault(rec["provenance"].get("code"), {"runs": set(), "time": ""})
+        v = versions.setdefault(evidence_version(rec["provenance"]), {"runs": set(), "time": ""})
         v["runs"].add((rec["label"], int(rec["seed"])))
         v["time"] = max(v["time"], str(rec["provenance"].get("time", "")))
     return versions
@@ -277,7 +290,7 @@ def committed_codes(study: str, profile: str, out=STUDIES_DIR) -> dict[str, dict
 
 def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str | None = None) -> StudyResults | None:
     """The committed results of ``study`` (None when nothing is exported). ``labels``: only these runs;
-    ``code``: only the runs of that shared-code fingerprint (:func:`committed_codes`). Runs produced by
+    ``code``: only the runs of that evidence version (:func:`committed_codes`). Runs produced by
     different training code are otherwise a :class:`VersemiError`
     (:func:`versemi.provenance.check_compatible`): a study is one code's evidence."""
     root = Path(out) / profile / study
@@ -286,7 +299,7 @@ def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str
         rec = json.loads(rec_path.read_text())
         if labels is not None and rec["label"] not in labels:
             continue
-        if code is not None and rec["provenance"].get("code") != code:
+        if code is not None and evidence_version(rec["provenance"]) != code:
             continue
         records.append(rec)
         cases.append(pd.read_csv(rec_path.parent / "cases.csv"))
@@ -333,7 +346,7 @@ def choose_code(versions: dict[str, dict], labels) -> tuple[str | None, dict]:
         seeds = {s for _, s in v["runs"]}
         return max(len(labels & {lab for lab, s in v["runs"] if s == seed}) for seed in seeds)
 
-    current = code_fingerprint()
+    current = current_version()
     if current in versions and coverage(versions[current]) == len(labels):
         code = current
     else:
