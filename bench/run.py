@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import allocator, eval_speed, head_costs, method_costs, train_speed
+from bench import allocator, eval_speed, flops, head_costs, method_costs, train_speed
 from versemi.allocator import configure as configure_allocator
 
 
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     rc |= head_costs.main(["--out", args.out, *extra]) or 0
     rc |= method_costs.main(["--out", args.out, *extra]) or 0
     rc |= allocator.main(["--out", args.out, *extra]) or 0
+    rc |= flops.main(["--out", args.out, *extra]) or 0
     return rc
 
 
