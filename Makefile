@@ -4,6 +4,7 @@
 # Both create .venv on first use. torch is installed first and pinned, because a bare
 # range would pull a multi-GB CUDA build; on a GPU machine install your CUDA torch into
 # .venv first (the stamp below then keeps it).
+# make lab starts JupyterLab at the repository root on the project's kernel (this .venv's Python).
 # make publish pushes the built book to the gh-pages branch with ghp-import (the GitHub Actions
 # workflow .github/workflows/book.yml publishes with the official Pages actions instead).
 
@@ -20,12 +21,15 @@ STAMP  := $(VENV)/.installed-stamp
 BOOK_HTML      ?= _build/html
 PUBLISH_REMOTE ?= origin
 PUBLISH_BRANCH ?= gh-pages
+# make lab: extra arguments for jupyter lab, e.g. LAB_ARGS="--no-browser --port=8890"
+LAB_ARGS ?=
 
-.PHONY: test book publish results bench bench-gpu lint clean-book clean browser-deps help
+.PHONY: test book lab publish results bench bench-gpu lint clean-book clean browser-deps help
 
 help:
 	@echo "make book    build the book on the embedded phantoms (profile $(PROFILE))"
 	@echo "make test    run the test suite"
+	@echo "make lab     JupyterLab on the project's kernel (.venv), e.g. notebooks/07_explorer.ipynb with live = True"
 	@echo "make publish push the built book ($(BOOK_HTML)) to the $(PUBLISH_BRANCH) branch with ghp-import"
 	@echo "make results PROFILE=paper   re-execute every notebook with another profile"
 	@echo "make bench   speed/memory benchmarks into results/bench/"
@@ -51,6 +55,12 @@ test: $(STAMP) browser-deps
 
 book: $(STAMP)
 	$(VENV)/bin/versemi book --profile $(PROFILE)
+
+# The .venv's own python3 kernel spec (its "python" is this .venv's interpreter) comes before any user-level
+# one; --allow-root only where make runs as root (containers, Binder-like images).
+lab: $(STAMP)
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Refuses, before installing anything, when there is no built book (BOOK_HTML=DIR points elsewhere).
 publish:

@@ -75,6 +75,32 @@ def test_live_explorer_runs_predict_once_per_case_and_prompt():
     assert ("c1", 3) in calls and "no reference" in readout.value
 
 
+def test_live_explorer_parts_carry_stable_classes_and_the_readout_follows_the_slice():
+    img, lab = _vol()
+    other = {"name": "c2", "image": img[::-1].copy(), "label": lab[::-1].copy(), "task": 1}
+    cases = {"pancreas": [{"name": "c1", "image": img, "label": lab, "task": 1}, other]}
+    w = live_explorer(cases, lambda case, prompt: (case["label"], case["label"].astype(np.float32)))
+    (ds, case), (prompt, layer) = w.children[0].children, w.children[1].children
+    plane, z, image, readout = w.children[2:]
+    assert X.LIVE_CLASSES["explorer"] in w._dom_classes
+    for role, part in (("dataset", ds), ("case", case), ("prompt", prompt), ("layer", layer), ("plane", plane),
+                       ("slice", z), ("image", image), ("readout", readout)):
+        assert part._dom_classes == (X.LIVE_CLASSES[role],), role
+    assert len(set(X.LIVE_CLASSES.values())) == len(X.LIVE_CLASSES)
+    # volume metrics first, then the shown slice: z = 8 cuts the label (z 3..12), z = 1 misses it
+    assert z.value == 8 and readout.value.startswith("Dice 1.000")
+    assert readout.value.endswith("<br>c1 under prompt pancreas, axial slice 8: 56 voxels predicted, 56 true, "
+                                  "slice Dice 1.000")
+    before = (image.value, readout.value)
+    z.value = 1
+    assert image.value != before[0] and readout.value.endswith("axial slice 1: 0 voxels predicted, 0 true, slice Dice 1.000")
+    before = (image.value, readout.value)
+    case.value = "c2"
+    assert image.value != before[0] and "<br>c2 under prompt pancreas, axial slice 1:" in readout.value
+    assert X.slice_readout(lab[..., 8], None, "axial", 8) == "axial slice 8: 56 voxels predicted"
+    assert X.slice_readout(lab[..., 8], np.zeros_like(lab[..., 8]), "coronal", 2).endswith("0 true, slice Dice 0.000")
+
+
 def test_helpers():
     assert slice_indices(10, 20) == sorted(set(slice_indices(10, 20)))
     assert len(slice_indices(100, 9)) == 9

@@ -9,7 +9,8 @@ Two forms:
 * :func:`live_explorer` / :func:`live_explorer_for_run` — in JupyterLab with a kernel: pick dataset, case,
   slice, prompt and the layer (prediction overlay or probability map); the network runs on demand (one
   sliding-window pass per (case, prompt), cached) and a metric readout compares the prediction with what
-  the prompt should find where that is known.
+  the prompt should find where that is known, over the volume and on the shown slice; its parts carry
+  the CSS classes of :data:`LIVE_CLASSES` (tested in JupyterLab by tests/companion/test_lab.py).
 
 What each prompt should find is :func:`versemi.data.truth.prompt_truth` with the run's task prompts
 (``RunConfig.task_prompts``). The explorer data: :func:`explorer_cases`,
@@ -20,6 +21,7 @@ explorers show the three planes (:data:`PLANES`).
 
 from __future__ import annotations
 
+import html
 import io
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -40,7 +42,8 @@ from versemi.evaluate import case_metrics, sliding_window_predict
 from versemi.runs import load_run_net
 
 __all__ = [
-    "PROMPTS", "PROMPT_NAMES", "PLANES", "cut", "render_slice_png", "slice_indices", "static_explorer", "live_explorer",
+    "PROMPTS", "PROMPT_NAMES", "PLANES", "LIVE_CLASSES", "cut", "slice_readout", "render_slice_png", "slice_indices",
+    "static_explorer", "live_explorer",
     "explorer_cases", "predict_prompts", "prompt_scores", "explorer_predictions", "static_explorers",
     "plot_prompt_grid", "live_explorer_for_run",
 ]
@@ -128,6 +131,23 @@ def static_explorer(image: np.ndarray, preds: dict[int, np.ndarray], label: np.n
     return W.VBox([head, buttons, W.HBox(list(sliders.values())), outer])
 
 
+#: CSS classes of the live explorer's parts (role -> class on the widget's DOM element), stable names for
+#: styling and for the JupyterLab browser test (tests/companion/test_lab.py).
+LIVE_CLASSES = {role: f"versemi-live-{role}" for role in
+                ("dataset", "case", "prompt", "layer", "plane", "slice", "image", "readout")}
+LIVE_CLASSES["explorer"] = "versemi-live"
+
+
+def slice_readout(pred2d: np.ndarray, truth2d: np.ndarray | None, plane: str, index: int) -> str:
+    """One line on the shown 2-D slice: plane and index, voxels predicted, and, where the prompt's truth is
+    known, the voxels it holds there and the slice's Dice (``mask_dice``: 1 when both are empty)."""
+    n_pred = int(np.count_nonzero(pred2d))
+    head = f"{plane} slice {int(index)}: {n_pred} voxels predicted"
+    if truth2d is None:
+        return head
+    return f"{head}, {int(np.count_nonzero(truth2d))} true, slice Dice {mask_dice(pred2d > 0, truth2d > 0):.3f}"
+
+
 def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], tuple[np.ndarray, np.ndarray]],
                   truth: Callable[[dict, int], np.ndarray | None] | None = None) -> W.Widget:
     """An explorer that runs the model on demand (needs a kernel).
@@ -136,6 +156,10 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
     predict(case, prompt) -> (label_map, foreground prob map); truth(case, prompt) -> the mask of the
     prompted structure if known (phantoms know every structure), else None (default: the case's label
     under its own prompt only).
+
+    The image is the selected slice (titled case | prompt | plane index); the readout gives the volume's
+    Dice / Jaccard / 95HD / ASD (voxels) against the truth, or "no reference", and a line naming the case and
+    prompt with the shown slice's :func:`slice_readout`. Every control carries a class of :data:`LIVE_CLASSES`.
     """
     cache: dict = {}
     ds = W.Dropdown(options=list(cases), description="dataset")
@@ -144,8 +168,11 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
     layer = W.ToggleButtons(options=["prediction", "probability"], description="show")
     plane = W.ToggleButtons(options=list(PLANES), description="plane")
     z = W.IntSlider(description="slice", min=0, max=1)
-    img = W.Image(format="png")
+    img = W.Image(format="png", layout=W.Layout(width="320px"))  # the PNG's own width (4 in at 80 dpi)
     readout = W.HTML()
+    for role, w in (("dataset", ds), ("case", case), ("prompt", prompt), ("layer", layer), ("plane", plane),
+                    ("slice", z), ("image", img), ("readout", readout)):
+        w.add_class(LIVE_CLASSES[role])
 
     def current():
         return next(c for c in cases[ds.value] if c["name"] == case.value)
@@ -168,15 +195,19 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
         zi = min(z.value, z.max)
         gt = truth(c, prompt.value) if truth else (c["label"] if prompt.value == c["task"] else None)
         pl = plane.value
-        img.value = render_slice_png(cut(c["image"], pl, zi), None if gt is None else cut(gt, pl, zi),
-                                     cut(pred, pl, zi), cut(prob, pl, zi) if layer.value == "probability" else None,
-                                     size=4)
+        gt2d = None if gt is None else cut(gt, pl, zi)
+        img.value = render_slice_png(cut(c["image"], pl, zi), gt2d, cut(pred, pl, zi),
+                                     cut(prob, pl, zi) if layer.value == "probability" else None, size=4,
+                                     title=f"{c['name']} | {PROMPT_NAMES.get(prompt.value, prompt.value)} | {pl} {zi}")
         if gt is None:
-            readout.value = f"{int(pred.sum())} voxels predicted; no reference for this prompt"
+            volume = f"{int(pred.sum())} voxels predicted; no reference for this prompt"
         else:
             m = case_metrics(pred, gt)
-            readout.value = (f"Dice {m['dice']:.3f} | Jaccard {m['jaccard']:.3f} | 95HD {m['hd95']:.1f} | "
-                             f"ASD {m['asd']:.2f} (voxels){' | empty prediction' if m['empty_pred'] else ''}")
+            volume = (f"Dice {m['dice']:.3f} | Jaccard {m['jaccard']:.3f} | 95HD {m['hd95']:.1f} | "
+                      f"ASD {m['asd']:.2f} (voxels){' | empty prediction' if m['empty_pred'] else ''}")
+        line = (f"{c['name']} under prompt {PROMPT_NAMES.get(prompt.value, prompt.value)}, "
+                f"{slice_readout(cut(pred, pl, zi), gt2d, pl, zi)}")
+        readout.value = f"{volume}<br>{html.escape(line)}"
 
     ds.observe(on_ds, "value")
     for w in (case, prompt, layer, plane, z):
@@ -185,7 +216,9 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
     if case.options:
         z.value = current()["image"].shape[-1] // 2
     redraw()
-    return W.VBox([W.HBox([ds, case]), W.HBox([prompt, layer]), plane, z, img, readout])
+    box = W.VBox([W.HBox([ds, case]), W.HBox([prompt, layer]), plane, z, img, readout])
+    box.add_class(LIVE_CLASSES["explorer"])
+    return box
 
 
 # ---------------------------------------------------------------------------------------------- explorer data
