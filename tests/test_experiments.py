@@ -6,8 +6,12 @@ from versemi.experiments import (
     ABLATIONS,
     DEVIATIONS,
     FULL_MODEL,
+    HYBRID_LABEL,
+    LA_REAL_METHODS,
+    STUDY_GROUPS,
     ablation_configs,
     la_real_configs,
+    la_real_study_configs,
     resolve_ratios,
     select_configs,
     sota_configs,
@@ -48,6 +52,60 @@ def test_la_real_group_is_la_only_with_plain_keys():
     assert list(g) == ["Fully supervised 100%", "Sup-only 10%", "VerSemi 10%", "Sup-only 20%", "BCP 10%",
                        "UA-MT 10%"]
     assert all(c.datasets == ("la",) and c.profile == "la-real" for c in g.values())
+
+
+def test_la_real_study_holds_both_ratios_the_upper_bound_and_the_joint_run():
+    g = STUDY_GROUPS["la-real"]("la-real", 2333)
+    assert g == la_real_study_configs("la-real", 2333) == STUDY_GROUPS["la-real"]("la-real", 2333, 20)
+    la_only = {k: c for k, c in g.items() if c.datasets == ("la",)}
+    per_ratio = {r: sorted(c.method for c in la_only.values() if c.ratio == r) for r in (10, 20, 100)}
+    assert per_ratio == {10: sorted(LA_REAL_METHODS[10]), 20: ["bcp", "sup_only", "versemi"], 100: ["sup_only"]}
+    assert len(LA_REAL_METHODS[10]) == 9 and len(g) == 9 + 3 + 1 + 1
+    assert all(k == c.label(with_dataset=False) for k, c in la_only.items())   # 'BCP 10%', 'BCP 20%', ...
+    joint = g[HYBRID_LABEL]
+    assert joint.method == "versemi" and joint.datasets == ("pancreas", "la", "spleen", "lung") and joint.ratio == 10
+    assert "hybrid" in HYBRID_LABEL and all(c.profile == "la-real" and c.seed == 2333 for c in g.values())
+    assert len({c.identity("data") for c in g.values()}) == len(g)   # every label is its own run
+    # the runs of the earlier real-LA group are the same runs (the cache and exports are shared) ...
+    old = la_real_configs()
+    assert all(old[k].identity("data") == g[k].identity("data") for k in old)
+    # ... and a seed changes the training seed only: identities are stable across calls and seeds differ
+    again = la_real_study_configs(seed=2333)
+    assert [c.identity("data") for c in again.values()] == [c.identity("data") for c in g.values()]
+    other = la_real_study_configs(seed=1)
+    assert list(other) == list(g) and all(other[k].seed == 1 and other[k].identity("d") != g[k].identity("d") for k in g)
+    assert list(STUDY_GROUPS["la-real"]("smoke", 2333)) == list(g)   # the same labels under a phantom profile
+
+
+@pytest.fixture(scope="module")
+def la_prepared(tmp_path_factory):
+    from versemi.data.prepare import prepare
+
+    from .data.factories import write_la_release
+
+    root = tmp_path_factory.mktemp("la")
+    write_la_release(root / "src")
+    prepare(["la"], root / "src", root / "prepared", profile="la-real")
+    return root / "prepared"
+
+
+def test_la_real_study_cases_per_ratio_and_the_upper_bound(la_prepared):
+    from versemi.data.prepare import load_manifest
+    from versemi.train import split_cases
+
+    g = la_real_study_configs()
+    splits = load_manifest(la_prepared)["datasets"]["la"]["splits"]
+    val = set(splits["10"]["val"])
+    assert len(val) == 13 and val == set(splits["20"]["val"])   # one validation split for both ratios
+    names = lambda cfg, split: [c["name"] for c in split_cases(cfg, la_prepared, split)]  # noqa: E731
+    for key, (n_lab, n_unl) in {"BCP 10%": (8, 59), "BCP 20%": (16, 51)}.items():
+        lab, unl = names(g[key], "labeled"), names(g[key], "unlabeled")
+        assert (len(lab), len(unl), len(names(g[key], "test"))) == (n_lab, n_unl, 20)
+        assert not (set(lab) | set(unl)) & val and len(lab) + len(unl) + len(val) == 80
+    full = g["Fully supervised 100%"]
+    train = set(splits["10"]["labeled"]) | set(splits["10"]["unlabeled"])
+    assert set(names(full, "labeled")) == train - val and len(train - val) == 67
+    assert names(full, "unlabeled") == [] and set(names(full, "val")) == val
 
 
 def test_select_configs_by_row_or_key_and_ratios():

@@ -35,7 +35,15 @@ from pathlib import Path
 import pandas as pd
 
 from versemi.data.ensure import ensure_data
-from versemi.studies import SEEDS, STUDIES_DIR, exported_by_current_code, export_dir, run_key, run_study, study_configs
+from versemi.studies import (
+    SEEDS,
+    STUDIES_DIR,
+    export_dir,
+    exported_by_current_code,
+    run_key,
+    run_study,
+    study_configs,
+)
 from versemi.utils import VersemiError
 
 COSTS_CSV = Path(__file__).resolve().parent.parent / "results" / "bench" / "method_costs.csv"

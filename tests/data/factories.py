@@ -170,6 +170,17 @@ def write_la_h5(root, ids, shapes=None, seed=0, train_list=None, test_list=None)
     return arrays
 
 
+def write_la_release(root, shape=(24, 22, 12), seed=0):
+    """A fake UA-MT release with the authors' 100 LA names (versemi/data/splits/la.json): their 80 training
+    cases in ``train.list`` (labeled_20 then unlabeled_20) and 20 test cases in ``test.list``, each a tiny
+    :func:`mri_volume`. Returns ``(train names, test names)``."""
+    split = json.loads((Path(__file__).resolve().parents[2] / "versemi" / "data" / "splits" / "la.json").read_text())
+    train, test = split["labeled_20"] + split["unlabeled_20"], split["test"]
+    write_la_h5(root, train + test, shapes=[shape] * (len(train) + len(test)), seed=seed, train_list=train,
+                test_list=test)
+    return train, test
+
+
 def write_la_nrrd(root, cid, shape=(30, 28, 12), seed=0, spacing=(0.625, 0.625, 2.5), write_label=True):
     """Challenge layout: root/<ID>/lgemri.nrrd (uint8 intensities) + root/<ID>/laendo.nrrd (0/255)."""
     import nrrd
