@@ -137,8 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--into-book", action="store_true",
                    help="write into book/executed instead of results/executed/<group>-<hash>/")
     p.add_argument("--out", default=None, help="output folder (default: results/executed/<group>-<hash>/)")
-    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--timeout", type=float, default=None, help="seconds per notebook cell (default: none)")
     p.add_argument("--kernel", default="python3")
+    g = p.add_argument_group("cluster", "train the group's runs as submitit jobs before the notebooks run "
+                                        "(versemi/cluster.py)")
+    g.add_argument("--executor", choices=["local", "slurm"], default=None,
+                   help="local: subprocesses of this machine; slurm: a SLURM job array (default: train inside the "
+                        "notebooks, as without a cluster)")
+    g.add_argument("--slurm-partition", default=None, help="SLURM partition (default: the cluster's)")
+    g.add_argument("--gpus-per-run", type=int, default=None,
+                   help="GPUs (tasks, data-parallel) per run; default 1 on SLURM, the local GPUs (0 or 1) locally")
+    g.add_argument("--max-parallel", type=int, default=4, help="jobs running at once (default 4)")
+    g.add_argument("--job-timeout", type=int, default=24 * 60, metavar="MIN",
+                   help="wall-clock limit per job in minutes (default 1440); SLURM requeues a job that reaches "
+                        "it and its runs resume from their checkpoints")
+    g.add_argument("--mem-gb", type=int, default=None, help="memory per job (default: by profile)")
     _add_no_wait(p)
     p.set_defaults(func=_cmd_run)
 

@@ -166,6 +166,46 @@ STUDY_GROUPS = {
 }
 
 
+# The runs each notebook group of ``versemi run <group>`` trains with its default parameters (the notebooks'
+# own calls: 02_train VerSemi + Uni-UA-MT, 03_sota the SOTA group at every ratio it shows, 04_ablations the
+# ablations and released-code deviations, 05_tsne VerSemi + its default baseline Uni-Sup-only, 06_failures
+# VerSemi (full) + w/o L_aux, 07_explorer VerSemi, 00_claims the SOTA group and the ablations). The cluster
+# executor (``versemi/cluster.py``) trains them as jobs before the notebooks run; groups that train nothing
+# (data, budget, la: its runs are trained only with ``rerun=true``) map to no run.
+def _pick(configs: dict[str, RunConfig], labels: Sequence[str]) -> dict[str, RunConfig]:
+    return {k: configs[k] for k in labels}
+
+
+def _sota_all_ratios(profile: str, seed: int, ratio: int) -> dict[str, RunConfig]:
+    return {k: c for r in resolve_ratios(profile, ratio) for k, c in sota_configs(profile, r, seed).items()}
+
+
+NOTEBOOK_RUNS = {
+    "train": lambda p, s, r: _pick(sota_configs(p, r, s), [f"VerSemi {r}%", f"Uni-UA-MT {r}%"]),
+    "sota": _sota_all_ratios,
+    "ablations": lambda p, s, r: {**ablation_configs(p, r, s), **deviation_configs(p, s, r)},
+    "tsne": lambda p, s, r: _pick(sota_configs(p, r, s), [f"VerSemi {r}%", f"Uni-Sup-only {r}%"]),
+    "failures": lambda p, s, r: _pick(ablation_configs(p, r, s), [FULL_MODEL, "w/o L_aux"]),
+    "explorer": lambda p, s, r: _pick(sota_configs(p, r, s), [f"VerSemi {r}%"]),
+    "claims": lambda p, s, r: {**sota_configs(p, 10, s), **ablation_configs(p, 10, s)},
+}
+
+
+def notebook_group_configs(groups: Sequence[str], profile: str, seed: int = 2333,
+                           ratio: int = 10) -> dict[str, RunConfig]:
+    """label -> config of every run the notebooks of the notebook ``groups`` (``versemi/companion/notebooks.py``)
+    train with their default parameters, one entry per distinct run (a run two groups share appears once,
+    under its first label). Groups that train nothing give nothing."""
+    out: dict[str, RunConfig] = {}
+    seen: set[str] = set()
+    for g in groups:
+        for label, cfg in (NOTEBOOK_RUNS[g](profile, int(seed), int(ratio)) if g in NOTEBOOK_RUNS else {}).items():
+            if cfg.identity() not in seen:
+                seen.add(cfg.identity())
+                out[label if label not in out else f"{g}: {label}"] = cfg
+    return out
+
+
 # --------------------------------------------------------------------------------- choosing and training
 def select_configs(configs: dict[str, RunConfig], methods: Sequence[str] | None = None) -> dict[str, RunConfig]:
     """The configs whose key or table row (:meth:`RunConfig.row_name`) is in ``methods``.

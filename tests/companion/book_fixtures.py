@@ -47,6 +47,12 @@ _EXAMPLE_CELLS = (
     ("code", 'slider = widgets.IntSlider(value=n, min=0, max=20, description="steps")\n'
              'box = widgets.IntText(value=n, description="linked")\n'
              'widgets.jslink((slider, "value"), (box, "value"))\ndisplay(widgets.HBox([slider, box]))'),
+    ("markdown", "## Points that name themselves\n\nHover a point of the walk: its tooltip names the step "
+                 "(an inline SVG, no script)."),
+    ("code", "from versemi.companion.figures import hover_html, tip_points\n"
+             "fig2, ax2 = plt.subplots(figsize=(4, 2.5))\n"
+             'tip_points(ax2, steps, walk, [f"step {s}: {w:.3f}" for s, w in zip(steps, walk)], s=40)\n'
+             "display(hover_html(fig2, close=True))"),
 )
 
 

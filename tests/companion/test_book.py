@@ -198,6 +198,8 @@ def test_built_pages_show_the_outputs(built_book):
     # glued text reads as prose: no quote marks around it (a glued str would show its repr)
     assert 'class="pasted-text">a Gaussian random walk<' in nb_page
     assert not re.search(r'class="pasted-text">[\'\u2018"]', nb_page)
+    # the hover figure: an inline SVG whose points carry their names (one <title> per point)
+    assert nb_page.count('class="versemi-tip"') == 5 and "<title>step 1: " in nb_page
     assert "application/vnd.jupyter.widget-state+json" in nb_page
     assert "_static/vendor/ipywidgets/embed-amd.js" in nb_page
     method = (html / "book" / "method.html").read_text()

@@ -138,3 +138,26 @@ def test_example_widgets_respond_without_a_kernel(browser, site, tmp_path):
         log.check(page_name)
     finally:
         page.close()
+
+
+def test_example_points_name_themselves_on_hover(browser, site, tmp_path):
+    """The point under the mouse is inside a ``<g class="versemi-tip">`` whose ``<title>`` names it (what the
+    browser shows as the tooltip), and each point names its own step."""
+    page_name = f"book/executed/{EXAMPLE}"
+    page, log = _open(browser, site, page_name)
+    try:
+        tips = page.locator(".versemi-hover g.versemi-tip")
+        assert tips.count() == 5
+        for k in (0, 4):
+            mark = tips.nth(k).locator("use, path").first
+            mark.scroll_into_view_if_needed()
+            b = mark.bounding_box()
+            assert b and b["width"] > 0, "the point is not drawn"
+            x, y = b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+            page.mouse.move(x, y)
+            name = page.evaluate("([x, y]) => { const g = document.elementFromPoint(x, y).closest('g.versemi-tip');"
+                                 " return g ? g.querySelector('title').textContent : null; }", [x, y])
+            assert name is not None and name.startswith(f"step {k + 1}: "), name
+        log.check(page_name)
+    finally:
+        page.close()

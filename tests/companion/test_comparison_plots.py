@@ -39,3 +39,35 @@ def test_plots_and_saving(tmp_path):
     with pytest.raises(VersemiError, match="no cases"):
         comparison_plots.plot_case_scores(df, datasets=["nowhere"])
     plt.close("all")
+
+
+def test_every_case_point_names_itself_on_hover():
+    """Each case of the table is one point whose tooltip names the case, the row, the seed and the value, at
+    the row's height; empty predictions are tipped too (as red crosses)."""
+    import re
+
+    from versemi.companion.figures import hover_html
+
+    df = sota_table()
+    df["seed"] = 7
+    df.loc[df.index[:2], ["dice", "empty_pred"]] = [0.0, True]
+    fig = comparison_plots.plot_case_scores(df)
+    titles = re.findall(r"<title>(.*?)</title>", hover_html(fig).svg)
+    assert len(titles) == len(df)
+    want = {f"{r.case} | {r.row} | seed 7 | Dice {100 * r.dice:.1f} %" + (" (empty prediction)" if r.empty_pred
+                                                                             else "")
+            for r in comparison_plots.with_rows(df, "config").itertuples()}
+    assert set(titles) == want
+    # the points sit on their row: y within the jitter of the row's tick
+    ax = fig.axes[0]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    for coll in ax.collections:
+        tips = fig._versemi_tips.get(coll.get_gid())
+        if tips:
+            for (x, y), tip in zip(coll.get_offsets(), tips):
+                assert abs(y - rows.index(tip.split(" | ")[1])) <= comparison_plots.JITTER + 1e-9
+                assert x == pytest.approx(float(tip.split("Dice ")[1].split(" %")[0]), abs=0.051)
+    abl = pd.concat([universal("VerSemi (full)", {"la": [0.8, 0.7]}), universal("w/o L_aux", {"la": [0.6, 0.7]})])
+    titles = re.findall(r"<title>(.*?)</title>", hover_html(comparison_plots.plot_ablation(abl)).svg)
+    assert sorted(t.split(" | ")[1] for t in titles) == ["VerSemi (full)"] * 2 + ["w/o L_aux"] * 2
+    plt.close("all")

@@ -57,3 +57,11 @@ def test_test_table_reads_done_json(tmp_path):
     (tmp_path / "unfinished").mkdir()
     with pytest.raises(VersemiError, match="DONE.json"):
         R.test_table({"x": tmp_path / "unfinished"})
+
+
+def test_selected_step_is_the_recorded_best_checkpoint(tmp_path):
+    d = _run(tmp_path)
+    assert R.selected_step(d) is None                       # no best recorded (selection 'last')
+    done = json.loads((d / "DONE.json").read_text())
+    (d / "DONE.json").write_text(json.dumps({**done, "best": {"score": 0.6, "step": 6}}))
+    assert R.selected_step(d) == 6

@@ -13,6 +13,7 @@ import torch
 from versemi.companion import widgets as X
 from versemi.companion.widgets import live_explorer, render_slice_png, slice_indices, static_explorer
 from versemi.config import make_config
+from versemi.data.registry import DATASETS
 from versemi.data.truth import prompt_truth
 from versemi.evaluate import sliding_window_predict
 from versemi.model import VerSemiNet
@@ -181,6 +182,17 @@ def test_explorer_predictions_and_their_views(prepared, net, monkeypatch, datase
     assert len(tab.children) == 4 and tab.titles == ("pancreas", "la", "spleen", "lung")
     fig = X.plot_prompt_grid(items, title="grid")
     assert len(fig.axes) == 4 * 5
+    planes = X.plot_planes(items, title="planes")
+    assert len(planes.axes) == 4 * 3
+    for k, it in enumerate(items):   # each row: the case under its own prompt, its volume Dice in the title
+        c = it["case"]
+        truth = prompt_truth(c, int(c["task"]), it["tasks"])
+        dice = 2 * np.count_nonzero(truth & (it["preds"][int(c["task"])] > 0)) / (
+            np.count_nonzero(truth) + np.count_nonzero(it["preds"][int(c["task"])]))
+        assert planes.axes[3 * k + 1].get_title().startswith(f"{DATASETS[c['dataset']].short_title}: {c['name']}")
+        assert f"Dice {dice:.2f}" in planes.axes[3 * k + 1].get_title()
+        assert [ax.get_title().split("\n")[-1].split()[0] for ax in planes.axes[3 * k:3 * k + 3]] == [
+            "axial", "coronal", "sagittal"]
     plt.close("all")
     live = X.live_explorer_for_run("unused", prepared, per_dataset=1)
     (prompt, _layer), readout = live.children[1].children, live.children[-1]

@@ -1,6 +1,7 @@
 """Build the Jupyter Book: offline assets, the figures the chapters include, the notebook executions
 (:mod:`versemi.companion.notebooks`) and ``jupyter-book build -W -n``; and the two CLI entry points,
-``versemi book`` (:func:`cli_book`) and ``versemi run`` (:func:`cli_run`).
+``versemi book`` (:func:`cli_book`) and ``versemi run`` (:func:`cli_run`; in Python :func:`run_group`, which
+can train the group's runs as cluster jobs first, ``versemi/cluster.py``).
 
 The book's source directory is the repository root (``_config.yml``, ``_toc.yml``); its pages live in
 ``book/`` and the executed notebooks in ``book/executed/``. Sphinx never executes a notebook: it renders
@@ -204,29 +205,81 @@ def cli_book(args) -> int:
     )
 
 
+def run_group(group: str, profile: str = "demo", params: dict | None = None, out: str | os.PathLike | None = None,
+              *, into_book: bool = False, executor: str | None = None, cluster=None, kernel: str = "python3",
+              timeout: float | None = None, wait: bool = True, root: str | os.PathLike = ROOT, log=print):
+    """Execute the notebooks of ``group`` with ``params`` (the Python form of ``versemi run``).
+
+    ``out``: where the executed copies go (default ``results/executed/<group>-<hash of profile+params>/``;
+    ``into_book``: ``book/executed``). ``executor`` ('local' | 'slurm', or ``cluster``: a
+    :class:`versemi.cluster.ClusterOptions`): first train the runs the group's notebooks need
+    (:func:`versemi.experiments.notebook_group_configs` at the ``seed`` and ``ratio`` of ``params``) as
+    submitit jobs into the run cache ``results/runs`` (``versemi/cluster.py``); the notebooks then find them
+    there. A failed job is listed and the notebooks still run. Returns ``(results, job_reports)``.
+    """
+    root = Path(root)
+    params = dict(params or {})
+    nbs = select_group(group, root)
+    if into_book:
+        out = root / BOOK_EXECUTED
+    elif out is None:
+        out = root / RUNS_EXECUTED / f"{group}-{params_hash(profile, params)}"
+    reports = []
+    if executor is not None or cluster is not None:
+        from versemi.cluster import ClusterOptions, run_group_jobs
+        from versemi.data.ensure import DEFAULT_SEED, ensure_data
+        from versemi.experiments import notebook_group_configs
+
+        cluster = cluster or ClusterOptions(executor=executor)
+        seed, ratio = int(params.get("seed", DEFAULT_SEED)), int(params.get("ratio", 10))
+        configs = notebook_group_configs([g for nb in nbs for g in nb.groups], profile, seed, ratio)
+        if configs:
+            prepared = ensure_data(root / "results" / "data", profile, seed)
+            device = params.get("device")
+            reports = run_group_jobs(configs, prepared, root / "results" / "runs", cluster,
+                                     device=None if device in (None, "auto") else device,
+                                     folder=root / cluster.folder / f"{group}-{params_hash(profile, params)}", log=log)
+        else:
+            log(f"the notebooks of {group!r} train no run: nothing to submit")
+    results = execute_notebooks(nbs, profile, params, out, kernel, root=root, timeout=timeout, wait=wait)
+    return results, reports
+
+
 def cli_run(args, root: str | os.PathLike = ROOT) -> int:
-    """``versemi run <group> [--profile P] [--param k=v ...] [--into-book] [--out DIR]``.
+    """``versemi run <group> [--profile P] [--param k=v ...] [--into-book] [--out DIR] [--executor local|slurm
+    ...]``.
 
     Re-executes a notebook group with other parameters into
     ``results/executed/<group>-<hash of profile+params>/`` (or ``--out``), so the book's copies
-    stay untouched, unless ``--into-book``. ``root``: the repository root the notebooks are taken
-    from (and run in).
+    stay untouched, unless ``--into-book``; with ``--executor`` the group's runs are trained as cluster jobs
+    first (:func:`run_group`). ``root``: the repository root the notebooks are taken from (and run in).
+    Exit code 1 when a notebook or a job failed.
     """
     root = Path(root)
     params = parse_params(getattr(args, "param", None))
-    nbs = select_group(args.group, root)
-    if getattr(args, "into_book", False):
-        out = root / BOOK_EXECUTED
-    elif getattr(args, "out", None):
-        out = Path(args.out)
-    else:
-        out = root / RUNS_EXECUTED / f"{args.group}-{params_hash(args.profile, params)}"
-    results = execute_notebooks(nbs, args.profile, params, out, getattr(args, "kernel", "python3"),
-                                root=root, timeout=getattr(args, "timeout", None),
-                                wait=not getattr(args, "no_wait", False))
+    cluster = None
+    if getattr(args, "executor", None):
+        from versemi.cluster import ClusterOptions
+
+        gpus = args.gpus_per_run
+        if gpus is None:
+            import torch
+
+            gpus = 1 if args.executor == "slurm" else min(1, torch.cuda.device_count())
+        cluster = ClusterOptions(executor=args.executor, partition=args.slurm_partition, gpus_per_run=gpus,
+                                 max_parallel=args.max_parallel, timeout_min=args.job_timeout,
+                                 mem_gb=args.mem_gb)
+    results, reports = run_group(args.group, args.profile, params, getattr(args, "out", None),
+                                 into_book=getattr(args, "into_book", False), cluster=cluster,
+                                 kernel=getattr(args, "kernel", "python3"), timeout=getattr(args, "timeout", None),
+                                 wait=not getattr(args, "no_wait", False), root=root)
     print_summary(results)
+    out = results[0].output.parent if results and results[0].output else None
     print(f"executed notebooks: {out}")
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"FAILED {r.name}: {r.error_line}")
-    return 1 if failed else 0
+    bad_jobs = [r for r in reports if r.state != "done"]
+    for r in bad_jobs:
+        print(f"FAILED {r.line()}")
+    return 1 if failed or bad_jobs else 0

@@ -81,6 +81,14 @@ def mask_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 2.0 * int(np.count_nonzero(pred & truth)) / float(n_p + n_t)
 
 
+def dice_text(pred: np.ndarray | None, truth: np.ndarray | None) -> str:
+    """'Dice 0.87' of two (X, Y, Z) masks (0 for an empty prediction of a non-empty truth, as the
+    evaluation scores it), '' when either is missing or the truth is empty (nothing to score against)."""
+    if pred is None or truth is None or not np.any(truth):
+        return ""
+    return f"Dice {mask_dice(np.asarray(pred) > 0, np.asarray(truth) > 0):.2f}"
+
+
 def _voxel_ml(case: dict) -> float:
     sp = case.get("spacing")
     if sp is None:

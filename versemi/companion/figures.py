@@ -5,14 +5,21 @@ Every PNG and CSV that the notebooks, the book build and the result exports save
 half-written), parent folders created, one resolution for every figure.
 
 Shared drawing pieces: :func:`overlay` (a slice with the truth and prediction contours), :func:`best_slice`
-(which slice to show), :func:`loss_curves` (a run's ``metrics.csv``), :data:`COLORS` (one colour per
-dataset) and :func:`method_figure` (the method overview of the book's intro). Volumes are (X, Y, Z)
-arrays in the prepared HDF5 axis order; slices are taken along the last axis and drawn transposed with
+(which slice to show), :data:`PLANES` / :func:`cut` / :func:`three_planes` (axial, coronal and sagittal
+views of a volume with a score in the title), :func:`loss_curves` (a run's ``metrics.csv`` with its
+validation points marked), :func:`tip_points` / :func:`hover_html` (points that name themselves on hover
+in the published HTML: an inline SVG with one ``<title>`` per point, no script, works offline),
+:data:`COLORS` (one colour per dataset) and :func:`method_figure` (the method overview of the book's
+intro). Volumes are (X, Y, Z) arrays in the prepared HDF5 axis order; a slice is drawn transposed with
 the origin at the lower left.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -62,28 +69,84 @@ def best_slice(mask: np.ndarray) -> int:
 
 
 def overlay(ax, image2d: np.ndarray, label2d: np.ndarray | None = None, pred2d: np.ndarray | None = None,
-            title: str | None = None):
-    """Draw one (X, Y) slice on ``ax``: the grey image with the truth contour (green) and the prediction
-    contour (red); an empty or missing mask draws no contour. Returns ``ax``."""
+            title: str | None = None, prob2d: np.ndarray | None = None, linewidth: float = 0.9):
+    """Draw one (X, Y) slice on ``ax``: the grey image, the foreground probability ``prob2d`` as a heat map
+    when given, the truth contour (green) and the prediction contour (red); an empty or missing mask draws
+    no contour. Returns ``ax``."""
     ax.imshow(image2d.T, cmap="gray", origin="lower")
-    if label2d is not None and label2d.any():
-        ax.contour(label2d.T, levels=[0.5], colors="#00d000", linewidths=0.9)
-    if pred2d is not None and pred2d.any():
-        ax.contour(pred2d.T, levels=[0.5], colors="#ff3030", linewidths=0.9)
+    if prob2d is not None:
+        ax.imshow(prob2d.T, cmap="magma", origin="lower", alpha=0.55, vmin=0, vmax=1)
+    if label2d is not None and np.any(label2d):
+        ax.contour(label2d.T, levels=[0.5], colors="#00d000", linewidths=linewidth)
+    if pred2d is not None and np.any(pred2d):
+        ax.contour(pred2d.T, levels=[0.5], colors="#ff3030", linewidths=linewidth)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)
     return ax
 
 
+#: The three planes of a volume (X, Y, Z) and the axis each one cuts: axial (fixed z), coronal (fixed y),
+#: sagittal (fixed x). A cut is drawn with its first remaining axis horizontal and the second upwards.
+PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def cut(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """The 2-D slice of an (X, Y, Z) ``volume`` at ``index`` of ``plane``'s axis (:data:`PLANES`)."""
+    return np.take(volume, int(index), axis=PLANES[plane])
+
+
+def centre(mask: np.ndarray | None, shape: Sequence[int]) -> tuple[int, int, int]:
+    """The voxel (x, y, z) the three planes go through: for each axis the slice with the most foreground
+    of ``mask`` (X, Y, Z) (the middle one of equally large slices), the volume's middle where ``mask`` is
+    missing or empty."""
+    if mask is None or not np.any(mask):
+        return tuple(int(n) // 2 for n in shape)
+    m = np.asarray(mask) > 0
+    at = []
+    for ax in range(3):
+        area = m.sum(axis=tuple(a for a in range(3) if a != ax))
+        best = np.flatnonzero(area == area.max())
+        at.append(int(best[len(best) // 2]))   # the middle one of equally large slices
+    return tuple(at)
+
+
+def three_planes(image: np.ndarray, label: np.ndarray | None = None, pred: np.ndarray | None = None,
+                 title: str = "", axes=None, at: Sequence[int] | None = None, score: str = ""):
+    """Axial, coronal and sagittal slices of an (X, Y, Z) case through ``at`` (default :func:`centre` of the
+    truth, else of the prediction), each with the truth (green) and prediction (red) contours; the middle
+    panel's title is ``title | score`` (callers pass the volume's Dice,
+    :func:`versemi.companion.fidelity.dice_text`). ``axes``: three Axes to draw into (default a new 1 x 3
+    figure). Returns the Figure."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(7.2, 2.6))
+    fig = axes[0].figure
+    at = tuple(at) if at is not None else centre(label if label is not None and np.any(label) else pred,
+                                                 image.shape)
+    for ax, plane in zip(axes, PLANES):
+        i = at[PLANES[plane]]
+        overlay(ax, cut(image, plane, i), None if label is None else cut(label, plane, i),
+                None if pred is None else cut(pred, plane, i), title=f"{plane} {i}")
+    head = " | ".join(t for t in (title, score) if t)
+    if head:
+        axes[1].set_title(f"{head}\n{axes[1].get_title()}", fontsize=8)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------- training
 LOSS_SKIP = ("step", "stage", "lr", "seconds", "cons_weight", "certain_fraction")  # metrics.csv columns that are not losses
 
 
-def loss_curves(metrics: pd.DataFrame, terms=None, smooth: int = 10, ax=None):
+def loss_curves(metrics: pd.DataFrame, terms=None, smooth: int = 10, ax=None, val: pd.DataFrame | None = None,
+                selected_step: int | None = None):
     """Per-term training loss curves of a run's ``metrics.csv`` (one row per step): each term's rolling
     mean over ``smooth`` steps, the total ``loss`` thicker, a dotted line where a new stage begins.
-    ``terms``: the columns to draw (default: every column that is not in :data:`LOSS_SKIP`). Returns ``ax``."""
+    ``terms``: the columns to draw (default: every column that is not in :data:`LOSS_SKIP`).
+
+    ``val`` (optional; the run's ``val.csv``: step, dataset, dice, model): the validation points marked on
+    a second axis (validation Dice, right), one marker per validation and dataset (the trained network;
+    an EMA teacher's points hollow); ``selected_step``: the step of the checkpoint that was selected
+    (``DONE.json`` ``best.step``), drawn as a dashed line. Returns ``ax`` (the loss axis)."""
     terms = terms or [c for c in metrics.columns if c not in LOSS_SKIP]
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
@@ -95,8 +158,93 @@ def loss_curves(metrics: pd.DataFrame, terms=None, smooth: int = 10, ax=None):
         ax.axvline(step, color="k", ls=":", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    if val is not None and len(val):
+        right = ax.twinx()
+        model = val["model"].astype(object).fillna("student") if "model" in val else pd.Series("student", val.index)
+        for (ds, m), g in val.assign(model=model).groupby(["dataset", "model"], sort=False):
+            color = COLORS.get(ds, "k")
+            right.scatter(g["step"], g["dice"], s=16, marker="o", label=f"val {ds}" + (" (EMA)" if m == "ema" else ""),
+                          facecolors="none" if m == "ema" else color, edgecolors=color, zorder=4)
+        if selected_step is not None:
+            right.axvline(selected_step, color="#444", ls="--", lw=0.9, label=f"selected (step {int(selected_step)})")
+        right.set_ylim(-0.02, 1.02)
+        right.set_ylabel("validation Dice")
+        right.legend(fontsize=6, loc="upper right", ncol=2)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------- hover
+def tip_points(ax, x, y, tips: Sequence[str], **scatter_kw):
+    """``ax.scatter(x, y, **scatter_kw)`` whose points name themselves on hover in :func:`hover_html`: point
+    ``i`` gets the tooltip ``tips[i]``. The tips are kept on the figure (``fig._versemi_tips``, gid ->
+    texts), so that a PNG of the same figure is unchanged. Returns the PathCollection."""
+    x, y, tips = list(x), list(y), [str(t) for t in tips]
+    if not (len(x) == len(y) == len(tips)):
+        raise ValueError(f"tip_points: {len(x)} x, {len(y)} y and {len(tips)} tips")
+    coll = ax.scatter(x, y, **scatter_kw)
+    store = ax.figure.__dict__.setdefault("_versemi_tips", {})
+    gid = f"vtip{len(store)}"
+    coll.set_gid(gid)
+    store[gid] = tips
+    return coll
+
+
+class HoverFigure:
+    """An inline SVG (text) shown as HTML by Jupyter and by the book: each tipped point is wrapped in
+    ``<g><title>tip</title>...</g>``, which browsers show as a tooltip (no script, no network)."""
+
+    def __init__(self, svg: str):
+        self.svg = svg
+
+    def _repr_html_(self) -> str:
+        return f'<div class="versemi-hover" style="max-width:100%;overflow-x:auto">{self.svg}</div>'
+
+    def __str__(self) -> str:
+        return self.svg
+
+
+_SVG = "http://www.w3.org/2000/svg"
+ET.register_namespace("", _SVG)
+ET.register_namespace("xlink", "http://www.w3.org/1999/xlink")
+
+
+def hover_html(fig, close: bool = False) -> HoverFigure:
+    """``fig`` as an inline SVG whose :func:`tip_points` carry their tooltips (one ``<title>`` per point, in
+    the order they were given). Ids are made unique per figure, so several can share one page. ``close``:
+    close ``fig`` afterwards (a notebook then shows the SVG only, not also the inline PNG)."""
+    tips = getattr(fig, "_versemi_tips", {})
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    if close:
+        plt.close(fig)
+    text = buf.getvalue()
+    salt = hashlib.sha1(text.encode()).hexdigest()[:8]
+    root = ET.fromstring(text)
+    parents = {c: p for p in root.iter() for c in p}
+    for el in root.iter():
+        if el.get("id") is not None:
+            el.set("id", f"{salt}-{el.get('id')}")
+    for gid, texts in tips.items():
+        group = next((e for e in root.iter(f"{{{_SVG}}}g") if e.get("id") == f"{salt}-{gid}"), None)
+        if group is None:
+            raise ValueError(f"hover_html: the points {gid!r} were not drawn (outside the axes?)")
+        marks = [e for e in group.iter() if e.tag in (f"{{{_SVG}}}use", f"{{{_SVG}}}path")
+                 and parents.get(e) is not None and parents[e].tag != f"{{{_SVG}}}defs"]
+        if len(marks) != len(texts):
+            raise ValueError(f"hover_html: {len(marks)} points drawn for {gid!r}, {len(texts)} tips")
+        for el, tip in zip(marks, texts):
+            parent = parents[el]
+            k = list(parent).index(el)
+            wrap = ET.Element(f"{{{_SVG}}}g", {"class": "versemi-tip"})
+            ET.SubElement(wrap, f"{{{_SVG}}}title").text = tip
+            parent.remove(el)
+            wrap.append(el)
+            parent.insert(k, wrap)
+    out = ET.tostring(root, encoding="unicode")
+    # references to the renamed ids (clip paths, markers)
+    out = out.replace('url(#', f'url(#{salt}-').replace('href="#', f'href="#{salt}-')
+    return HoverFigure(out)
 
 
 # ---------------------------------------------------------------------------------------------- method

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from versemi.companion.fidelity import dice_text
 from versemi.companion.figures import best_slice, overlay, save_figure, save_table
 from versemi.companion.reference import n_labeled, published_row_name
 from versemi.companion.tables import METHOD_ORDER, NA, format_mean_std
@@ -124,7 +125,7 @@ def plot_curves(curves: pd.DataFrame):
 
 def plot_predictions(runs: dict[str, Path], prepared_dir, n_gallery: int = 3):
     """Mid slices (the slice with the largest atrium) of the first ``n_gallery`` test cases: the label
-    (green) and each run's prediction (red). Returns the Figure."""
+    (green) and each run's prediction (red), its volume Dice in the panel's title. Returns the Figure."""
     test = load_split_cases(prepared_dir, ("la",), 10, "test")[:n_gallery]
     nets = {label: load_run_net(r)[0] for label, r in runs.items()}
     cfg0 = run_config(next(iter(runs.values())))
@@ -136,7 +137,8 @@ def plot_predictions(runs: dict[str, Path], prepared_dir, n_gallery: int = 3):
         for j, (label, net) in enumerate(nets.items(), start=1):
             pred, _ = sliding_window_predict(net, c["image"], int(c["task"]), patch_size=cfg0.eval_patch,
                                              stride=cfg0.eval_stride)
-            overlay(axes[i, j], c["image"][..., z], c["label"][..., z], pred[..., z], label)
+            overlay(axes[i, j], c["image"][..., z], c["label"][..., z], pred[..., z],
+                    f"{label}\n{dice_text(pred, c['label'])}")
     fig.suptitle("Real LA test cases: label (green) and prediction (red), slice with the largest atrium",
                  fontsize=9)
     fig.tight_layout()

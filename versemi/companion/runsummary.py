@@ -16,7 +16,7 @@ from versemi.companion.figures import COLORS
 from versemi.runs import done_record
 from versemi.utils import VersemiError
 
-__all__ = ["val_table", "label_models", "plot_val_dice", "ema_vs_student", "test_table", "plot_learning_curves",
+__all__ = ["val_table", "label_models", "selected_step", "plot_val_dice", "ema_vs_student", "test_table", "plot_learning_curves",
            "convergence_table"]
 
 
@@ -27,6 +27,13 @@ def val_table(run_dir) -> pd.DataFrame:
     if not p.is_file():
         raise VersemiError(f"{run_dir}: no val.csv; was the run trained with validation?")
     return label_models(pd.read_csv(p))
+
+
+def selected_step(run_dir) -> int | None:
+    """The step of the checkpoint the run selected for testing (``DONE.json`` ``best.step``; the last
+    validation when a method selects per stage), None when the run kept no best (selection 'last')."""
+    best = done_record(run_dir).get("best") or {}
+    return None if best.get("step") is None else int(best["step"])
 
 
 def label_models(val: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ What each prompt should find is :func:`versemi.data.truth.prompt_truth` with the
 (``RunConfig.task_prompts``). The explorer data: :func:`explorer_cases`,
 :func:`predict_prompts` (all prompts from one backbone pass per window batch), :func:`prompt_scores`,
 :func:`explorer_predictions`, and the figure :func:`plot_prompt_grid`. Volumes are (X, Y, Z); the
-explorers show the three planes (:data:`PLANES`).
+explorers show the three planes (:data:`versemi.companion.figures.PLANES`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from versemi.companion.datasummary import example_cases
-from versemi.companion.fidelity import mask_dice, prompt_name
-from versemi.companion.figures import best_slice, overlay, save_figure
+from versemi.companion.fidelity import dice_text, mask_dice, prompt_name
+from versemi.companion.figures import PLANES, best_slice, cut, overlay, save_figure, three_planes
 from versemi.data.registry import DATASETS, SYNTHETIC_TASK, TASK_IDS
 from versemi.data.truth import prompt_truth
 from versemi.evaluate import case_metrics, sliding_window_predict
@@ -45,7 +45,7 @@ __all__ = [
     "PROMPTS", "PROMPT_NAMES", "PLANES", "LIVE_CLASSES", "cut", "slice_readout", "render_slice_png", "slice_indices",
     "static_explorer", "live_explorer",
     "explorer_cases", "predict_prompts", "prompt_scores", "explorer_predictions", "static_explorers",
-    "plot_prompt_grid", "live_explorer_for_run",
+    "plot_prompt_grid", "plot_planes", "live_explorer_for_run",
 ]
 
 PROMPTS = (*TASK_IDS, SYNTHETIC_TASK)
@@ -56,34 +56,18 @@ PROMPT_NAMES = {**{p: prompt_name(p) for p in TASK_IDS}, SYNTHETIC_TASK: "synthe
 # ---------------------------------------------------------------------------------------------- widgets
 def render_slice_png(image2d: np.ndarray, label2d=None, pred2d=None, prob2d=None, size: float = 2.6,
                      title: str | None = None) -> bytes:
-    """PNG bytes of one slice: grey image, label contour (green), prediction contour (red), or the
-    foreground probability as a heat map when ``prob2d`` is given."""
+    """PNG bytes of one slice drawn by :func:`versemi.companion.figures.overlay`: grey image, label contour
+    (green), prediction contour (red), and the foreground probability as a heat map when ``prob2d`` is
+    given; ``title`` above it."""
     fig = Figure(figsize=(size, size), dpi=80)
     FigureCanvasAgg(fig)
     ax = fig.add_axes([0, 0, 1, 0.9 if title else 1])
-    ax.imshow(image2d.T, cmap="gray", origin="lower")
-    if prob2d is not None:
-        ax.imshow(prob2d.T, cmap="magma", origin="lower", alpha=0.55, vmin=0, vmax=1)
-    if label2d is not None and np.any(label2d):
-        ax.contour(label2d.T, levels=[0.5], colors="#00d000", linewidths=1.0)
-    if pred2d is not None and np.any(pred2d):
-        ax.contour(pred2d.T, levels=[0.5], colors="#ff3030", linewidths=1.0)
-    ax.set_axis_off()
+    overlay(ax, image2d, label2d, pred2d, prob2d=prob2d, linewidth=1.0)
     if title:
         fig.suptitle(title, fontsize=8, y=0.98)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-#: The three planes of a volume (X, Y, Z) and the axis each one cuts: axial (fixed z), coronal (fixed y),
-#: sagittal (fixed x). A cut is drawn with its first remaining axis horizontal and the second upwards.
-PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
-
-
-def cut(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """The 2-D slice of an (X, Y, Z) ``volume`` at ``index`` of ``plane``'s axis (:data:`PLANES`)."""
-    return np.take(volume, int(index), axis=PLANES[plane])
 
 
 def slice_indices(depth: int, n: int) -> list[int]:
@@ -112,13 +96,15 @@ def static_explorer(image: np.ndarray, preds: dict[int, np.ndarray], label: np.n
     per_prompt = []
     for p in prompts:
         truth = labels.get(p) if labels is not None else label
+        score = dice_text(preds[p], truth)   # the volume's Dice under this prompt, where there is a truth
         views = []
         for pl, pos in positions.items():
             imgs = []
             for i in pos:
                 png = render_slice_png(cut(image, pl, i), None if truth is None else cut(truth, pl, i),
                                        cut(preds[p], pl, i), None if probs is None else cut(probs[p], pl, i),
-                                       title=f"{PROMPT_NAMES.get(p, p)} | {pl} {i}")
+                                       title=" | ".join(t for t in (PROMPT_NAMES.get(p, str(p)), f"{pl} {i}", score)
+                                                        if t))
                 imgs.append(W.Image(value=png, format="png"))
             inner = W.Stack(imgs, selected_index=sliders[pl].value)
             W.jslink((sliders[pl], "value"), (inner, "selected_index"))
@@ -157,8 +143,8 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
     prompted structure if known (phantoms know every structure), else None (default: the case's label
     under its own prompt only).
 
-    The image is the selected slice (titled case | prompt | plane index); the readout gives the volume's
-    Dice / Jaccard / 95HD / ASD (voxels) against the truth, or "no reference", and a line naming the case and
+    The image is the selected slice (titled case | prompt | plane index | the volume's Dice); the readout
+    gives the volume's Dice / Jaccard / 95HD / ASD (voxels) against the truth, or "no reference", and a line naming the case and
     prompt with the shown slice's :func:`slice_readout`. Every control carries a class of :data:`LIVE_CLASSES`.
     """
     cache: dict = {}
@@ -198,7 +184,8 @@ def live_explorer(cases: dict[str, list[dict]], predict: Callable[[dict, int], t
         gt2d = None if gt is None else cut(gt, pl, zi)
         img.value = render_slice_png(cut(c["image"], pl, zi), gt2d, cut(pred, pl, zi),
                                      cut(prob, pl, zi) if layer.value == "probability" else None, size=4,
-                                     title=f"{c['name']} | {PROMPT_NAMES.get(prompt.value, prompt.value)} | {pl} {zi}")
+                                     title=" | ".join(t for t in (c["name"], PROMPT_NAMES.get(prompt.value, str(prompt.value)),
+                                                                  f"{pl} {zi}", dice_text(pred, gt)) if t))
         if gt is None:
             volume = f"{int(pred.sum())} voxels predicted; no reference for this prompt"
         else:
@@ -316,6 +303,26 @@ def plot_prompt_grid(items: Sequence[dict], title: str = "", out_png=None):
                 note = f"Dice {s['dice']:.2f}"
             overlay(ax, c["image"][..., z], None if t is None else t[..., z], it["preds"][p][..., z],
                     title=f"{c['dataset']} | {PROMPT_NAMES.get(p, p)}\n{note}")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    if out_png is not None:
+        save_figure(fig, out_png)
+    return fig
+
+
+def plot_planes(items: Sequence[dict], title: str = "", out_png=None):
+    """Rows = datasets (one case each, :func:`explorer_predictions`): the case under its own prompt in the
+    axial, coronal and sagittal planes through its target (:func:`versemi.companion.figures.three_planes`),
+    truth green, prediction red, the volume's Dice in each row's title. Returns the Figure."""
+    fig, axes = plt.subplots(len(items), 3, figsize=(7.4, 2.55 * max(1, len(items))), squeeze=False)
+    for row, it in zip(axes, items):
+        c = it["case"]
+        own = int(c["task"])
+        truth = prompt_truth(c, own, it["tasks"])
+        three_planes(c["image"], truth, it["preds"][own],
+                     title=f"{DATASETS[c['dataset']].short_title}: {c['name']} ({PROMPT_NAMES.get(own, own)})",
+                     axes=row, score=dice_text(it["preds"][own], truth))
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
