@@ -118,7 +118,11 @@ def _child_pids(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the job's process")
-def test_a_killed_job_is_resubmitted_and_resumes_from_its_checkpoint(smoke_root, tmp_path):
+def test_a_killed_job_is_resubmitted_and_resumes_from_its_checkpoint(smoke_root, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")   # the job and the reference on one thread: bitwise comparable
+    threads = torch.get_num_threads()
     prepared = smoke_root / "data" / "smoke" / "prepared"
     cfg = make_config("sup_only", "smoke", datasets=("la",), ratio=100, steps=300, ckpt_every=10, val_every=100)
     configs = {"Sup-only la": cfg}
@@ -147,7 +151,11 @@ def test_a_killed_job_is_resubmitted_and_resumes_from_its_checkpoint(smoke_root,
     assert "taking over the lock" in log
     assert C.submit_runs(configs, prepared, runs, opts, folder=tmp_path / "jobs") == []
     # the same final metrics as an uninterrupted run of the same config
-    ref = get_or_train(cfg, prepared, tmp_path / "ref", progress=False)
+    torch.set_num_threads(1)
+    try:
+        ref = get_or_train(cfg, prepared, tmp_path / "ref", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     a, b = (pd.read_csv(d / "metrics.csv") for d in (run_dir, ref))
     assert len(a) == len(b) == 300
     pd.testing.assert_series_equal(a["loss"].iloc[-50:].reset_index(drop=True),
