@@ -114,3 +114,19 @@ def test_a_run_that_two_studies_share_is_one_item_exported_to_both(smoke_root, t
     shared = [it for it in items if it.also]
     assert len(items) == n - 1 and len(shared) == 1
     assert all(it.exports[0][0] == "ablations" and it.exports[1][0] == "deviations" for it in shared)
+
+
+def test_only_keeps_the_named_runs_and_an_unknown_label_is_an_error(smoke_root, tmp_path, capsys):
+    import pytest
+
+    from versemi.cli import main
+    from versemi.utils import VersemiError
+
+    out, data = tmp_path / "out", smoke_root / "data"
+    items = plan(["curves"], "smoke", seeds=[2333], out=out, data_dir=data, labels=[LA_UB])
+    assert [it.label for it in items] == [LA_UB]
+    with pytest.raises(VersemiError, match="no run labelled"):
+        plan(["curves"], "smoke", seeds=[2333], out=out, data_dir=data, labels=["No such run"])
+    assert main(["study", "batch", "curves", "--profile", "smoke", "--seeds", "2333", "--dry-run", "--only", LA_UB,
+                 "--out", str(out), "--data-dir", str(data)]) == 0
+    assert "1 runs" in capsys.readouterr().out

@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from versemi.data.ensure import ensure_data
+from versemi.utils import VersemiError
 from versemi.studies import (
     SEEDS,
     STUDIES_DIR,
@@ -84,17 +85,26 @@ def step_costs(profile: str, costs_csv: str | Path = COSTS_CSV) -> dict[str, flo
 
 
 def plan(studies, profile: str, seeds=SEEDS, out=STUDIES_DIR, data_dir="results/data",
-         costs_csv: str | Path = COSTS_CSV, include_done: bool = False) -> list[Item]:
+         costs_csv: str | Path = COSTS_CSV, include_done: bool = False, labels=None) -> list[Item]:
     """The items of ``studies`` x ``seeds`` not yet exported by the current code on the current data (all of
     them with ``include_done``; the phantoms of each seed are generated when missing), cheapest first (estimated cost, then seed in the order given, then study order);
-    a method without a measured step time costs the mean of the measured ones."""
+    a method without a measured step time costs the mean of the measured ones. ``labels`` (run labels, as
+    ``versemi study run --only``) keeps those runs only; a label no study has raises ``VersemiError``."""
     per_step = step_costs(profile, costs_csv)
     default = sum(per_step.values()) / len(per_step) if per_step else 1.0
     runs: dict[tuple, list] = {}     # (seed, run identity) -> [sort key, first (study, label, cfg), others]
+    if labels:
+        known = {label for study in studies for label in study_configs(study, profile, int(seeds[0]))}
+        unknown = sorted(set(labels) - known)
+        if unknown:
+            raise VersemiError(f"no run labelled {unknown} in the studies {list(studies)} ({profile} profile); "
+                               f"their labels: {sorted(known)}")
     for ki, seed in enumerate(seeds):
         prepared = ensure_data(data_dir, profile, int(seed))   # an export is current only on this very data
         for si, study in enumerate(studies):
             for label, cfg in study_configs(study, profile, int(seed)).items():
+                if labels and label not in labels:
+                    continue
                 dest = export_dir(out, profile, study, label, seed)
                 if not include_done and exported_by_current_code(dest, cfg, prepared):
                     continue
@@ -196,11 +206,11 @@ def work(items: list[Item], profile: str, out=STUDIES_DIR, data_dir="results/dat
 
 def run_batch(studies, profile: str, seeds=SEEDS, workers: int = 2, out=STUDIES_DIR, data_dir="results/data",
               runs_root="results/runs", commit_to: str | Path | None = None, device: str | None = None,
-              nice: int = 19, log_dir: str | Path | None = None) -> int:
+              nice: int = 19, log_dir: str | Path | None = None, labels=None) -> int:
     """Start ``workers`` worker processes (one torch thread each, ``nice``) on the plan of ``studies`` x
-    ``seeds`` and wait for them; each writes its log to ``<log_dir>/worker-<k>.log`` (default: the run
+    ``seeds`` (only the runs ``labels`` names, when given) and wait for them; each writes its log to ``<log_dir>/worker-<k>.log`` (default: the run
     cache). Returns the number of workers that failed."""
-    items = plan(studies, profile, seeds, out, data_dir)
+    items = plan(studies, profile, seeds, out, data_dir, labels=labels)
     log_dir = Path(log_dir) if log_dir is not None else Path(runs_root) / ".batch-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

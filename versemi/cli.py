@@ -225,7 +225,7 @@ def _cmd_study(args) -> int:
         from versemi.batch import plan, run_batch
 
         if args.dry_run:
-            items = plan(args.study, args.profile, args.seeds, args.out, args.data_dir)
+            items = plan(args.study, args.profile, args.seeds, args.out, args.data_dir, labels=args.only)
             for it in items:
                 also = "".join(f" + {st}" for st, _ in it.also)
                 print(f"{it.cost_s / 60:7.1f} min  seed {it.seed:<5} {it.label}  [{it.study}{also}]")
@@ -233,7 +233,7 @@ def _cmd_study(args) -> int:
                   f"(estimated from results/bench/method_costs.csv)")
             return 0
         return 1 if run_batch(args.study, args.profile, args.seeds, args.workers, args.out, args.data_dir, args.runs,
-                              commit_to=args.commit_to, device=args.device) else 0
+                              commit_to=args.commit_to, device=args.device, labels=args.only) else 0
     for study in args.study:
         if args.action == "status":
             print(study_status(study, args.profile, args.seeds, args.out).to_string(index=False))
