@@ -5,11 +5,13 @@
   paper's 8 + 8, in float32 and under bf16 autocast;
 * evaluation (``bench/eval_speed.py``): the paper protocol eagerly and compiled, and the fast protocol,
   against the authors' ``test_single_case`` (with ``--authors-repo``) on synthetic volumes or the first real
-  LA test cases (``--la-dir``).
+  LA test cases (``--la-dir``);
+* resources (``bench/method_resources.py``): every method's peak GPU memory, step time and FLOPs at the
+  paper profile's settings, the lines the reproducibility chapter's cluster section turns into GPU hours.
 
-Writes ``<out>/train_speed_cuda.csv`` and ``<out>/eval_speed_cuda.csv`` with the device name and the
+Writes ``<out>/train_speed_cuda.csv``, ``<out>/eval_speed_cuda.csv`` and ``<out>/method_resources_cuda.csv`` with the device name and the
 total wall time. ``--dry-run`` runs the same code on the CPU with a tiny network and writes
-``*_dryrun.csv`` instead (what the tests exercise, so the GPU call does not break unnoticed).
+``*_dryrun.csv`` instead (resources: the smoke profile, two methods) (what the tests exercise, so the GPU call does not break unnoticed).
 
     python -m bench.gpu --out results/bench [--authors-repo PATH] [--la-dir PATH] [--dry-run]
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench import eval_speed, train_speed
+from bench import eval_speed, method_resources, save_profiles, train_speed
 from versemi.allocator import configure as configure_allocator
 from versemi.provenance import machine as machine_info
 from versemi.utils import VersemiError, atomic_path
@@ -67,8 +69,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         eval_speed.main(["--out", tmp, *eval_args])
         ev = pd.read_csv(Path(tmp) / "eval_speed.csv")
+    if args.dry_run:
+        res = method_resources.method_resources("smoke", ["sup_only", "versemi"], device="cpu")
+    else:
+        res = method_resources.method_resources("paper", device="cuda")
     total = time.perf_counter() - t0
     out = Path(args.out)
+    save_profiles(res, out / f"method_resources_{suffix}.csv", list(res["profile"].unique()))
     for name, df in (("train_speed", train), ("eval_speed", ev)):
         df["device"] = device_name(device)
         df["bench_total_s"] = total
@@ -77,7 +84,7 @@ def main(argv=None) -> int:
         with atomic_path(out / f"{name}_{suffix}.csv") as tmp:
             df.to_csv(tmp, index=False)
     print(f"bench.gpu: {device_name(device)}, {total:.0f} s; wrote {out}/train_speed_{suffix}.csv and "
-          f"eval_speed_{suffix}.csv")
+          f"eval_speed_{suffix}.csv, method_resources_{suffix}.csv")
     return 0
 
 

@@ -48,6 +48,41 @@ def _batch(n: int, patch, seed: int, device) -> dict:
     return {"image": image.to(device), "label": label.to(device), "task": task.to(device)}
 
 
+def build(name: str, profile: str, dev: torch.device, **overrides) -> dict:
+    """The networks, optimisers and one random labeled (and unlabeled) batch of method ``name`` under
+    ``profile`` (``make_config(name, profile, **overrides)``), built as the trainer builds them, positioned at
+    the last stage (every term of the method on); with the parameter counts of the module docstring."""
+    cfg = make_config(name, profile, **overrides)
+    method = get_method(name, cfg.options)
+    seed_everything(0)
+    nets = {k: v.to(dev).train() for k, v in method.build_networks(cfg).items()}
+    opts = method.build_optimizers(cfg, nets)
+    trained = {id(p) for o in opts.values() for g in o.param_groups for p in g["params"]}
+    lab = _batch(cfg.batch_size, cfg.patch, 1, dev)
+    unlab = _batch(cfg.unlabeled_batch_size, cfg.patch, 2, dev) if method.uses_unlabeled else None
+    stage, n = method.stages(cfg.steps)[-1]   # the last stage: every term of the method is on
+    offset = sum(k for _, k in method.stages(cfg.steps)[:-1])
+    return dict(cfg=cfg, method=method, nets=nets, opts=opts, lab=lab, unlab=unlab, stage=stage, n=n,
+                offset=offset, times=[],
+                params_eval=sum(p.numel() for p in nets[method.eval_network].parameters()),
+                params_all=sum(p.numel() for m in nets.values() for p in m.parameters()),
+                params_trained=sum(p.numel() for m in nets.values() for p in m.parameters() if id(p) in trained))
+
+
+def timed_step(s: dict, dev: torch.device, i: int) -> float:
+    """Seconds of one ``Method.train_step`` of the state ``s`` of :func:`build` (CUDA synchronised)."""
+    ctx = StepContext(nets=s["nets"], optimizers=s["opts"], stage=s["stage"], step=s["offset"] + s["n"] - 1,
+                      stage_step=s["n"] - 1, stage_steps=s["n"], rng=np.random.default_rng(i),
+                      options=s["method"].options, tasks=s["cfg"].task_prompts, cfg=s["cfg"])
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    s["method"].train_step(ctx, s["lab"], s["unlab"])
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - t0
+
+
 def method_costs(profile: str, methods: Sequence[str] | None = None, reps: int = 3, device: str | None = None,
                  **overrides) -> pd.DataFrame:
     """Parameter counts and the fastest of ``reps`` timed training steps of each method of ``methods``
@@ -57,43 +92,12 @@ def method_costs(profile: str, methods: Sequence[str] | None = None, reps: int =
     if reps < 1:
         raise VersemiError(f"reps must be >= 1, got {reps}")
     dev = get_device(device)
-    methods = list(methods or method_names())
-    state = {}
-    for name in methods:
-        cfg = make_config(name, profile, **overrides)
-        method = get_method(name, cfg.options)
-        seed_everything(0)
-        nets = {k: v.to(dev).train() for k, v in method.build_networks(cfg).items()}
-        opts = method.build_optimizers(cfg, nets)
-        trained = {id(p) for o in opts.values() for g in o.param_groups for p in g["params"]}
-        lab = _batch(cfg.batch_size, cfg.patch, 1, dev)
-        unlab = _batch(cfg.unlabeled_batch_size, cfg.patch, 2, dev) if method.uses_unlabeled else None
-        stage, n = method.stages(cfg.steps)[-1]   # the last stage: every term of the method is on
-        offset = sum(k for _, k in method.stages(cfg.steps)[:-1])
-        state[name] = dict(cfg=cfg, method=method, nets=nets, opts=opts, lab=lab, unlab=unlab, stage=stage,
-                           n=n, offset=offset, times=[],
-                           params_eval=sum(p.numel() for p in nets[method.eval_network].parameters()),
-                           params_all=sum(p.numel() for m in nets.values() for p in m.parameters()),
-                           params_trained=sum(p.numel() for m in nets.values() for p in m.parameters()
-                                              if id(p) in trained))
-
-    def one_step(s, i):
-        ctx = StepContext(nets=s["nets"], optimizers=s["opts"], stage=s["stage"], step=s["offset"] + s["n"] - 1,
-                          stage_step=s["n"] - 1, stage_steps=s["n"], rng=np.random.default_rng(i),
-                          options=s["method"].options, tasks=s["cfg"].task_prompts, cfg=s["cfg"])
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        s["method"].train_step(ctx, s["lab"], s["unlab"])
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        return time.perf_counter() - t0
-
+    state = {name: build(name, profile, dev, **overrides) for name in (methods or method_names())}
     for s in state.values():
-        one_step(s, 0)   # warm-up
+        timed_step(s, dev, 0)   # warm-up
     for i in range(reps):
         for s in state.values():
-            s["times"].append(one_step(s, i + 1))
+            s["times"].append(timed_step(s, dev, i + 1))
     rows = []
     for name, s in state.items():
         cfg = s["cfg"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import allocator, eval_speed, flops, head_costs, method_costs, train_speed
+from bench import allocator, eval_speed, flops, head_costs, method_costs, method_resources, train_speed
 from versemi.allocator import configure as configure_allocator
 
 
@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     rc |= method_costs.main(["--out", args.out, *extra]) or 0
     rc |= allocator.main(["--out", args.out, *extra]) or 0
     rc |= flops.main(["--out", args.out, *extra]) or 0
+    # the paper profile's memory and step of every method (about 10 min on 2 cores; --quick: the smoke profile)
+    rc |= method_resources.main(["--out", args.out, "--profile", "smoke" if args.quick else "paper"]) or 0
     return rc
 
 

@@ -35,7 +35,6 @@ from pathlib import Path
 import pandas as pd
 
 from versemi.data.ensure import ensure_data
-from versemi.utils import VersemiError
 from versemi.studies import (
     SEEDS,
     STUDIES_DIR,

@@ -18,7 +18,9 @@ def test_dry_run_writes_training_and_evaluation_rows_with_the_device(tmp_path):
     ev = pd.read_csv(tmp_path / "eval_speed_dryrun.csv")
     assert {"paper_eager", "paper_compiled_steady", "fast_eager_overlap0.5"} <= set(ev["what"])
     assert (ev["bench_total_s"] > 0).all()
-    assert not (tmp_path / "train_speed_cuda.csv").exists()
+    res = pd.read_csv(tmp_path / "method_resources_dryrun.csv")
+    assert list(res["method"]) == ["sup_only", "versemi"] and (res["gflop_step"] > 0).all()
+    assert not (tmp_path / "train_speed_cuda.csv").exists() and not (tmp_path / "method_resources.csv").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs the real thing")

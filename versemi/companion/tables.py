@@ -474,8 +474,13 @@ def _fmt_setting(v) -> str:
 def released_settings_markdown() -> str:
     """:func:`released_settings_table` as the Markdown table of the reproducibility chapter (a test keeps the
     chapter equal to it)."""
-    df = released_settings_table()
-    lines = ["| " + " | ".join(df.columns) + " |", "| " + " | ".join("---" for _ in df.columns) + " |"]
-    lines += ["| " + " | ".join(f"`{v}`" if c == "registry name" else str(v) for c, v in r.items()) + " |"
+    return markdown_table(released_settings_table(), code_columns=("registry name",))
+
+
+def markdown_table(df: pd.DataFrame, code_columns: Sequence[str] = ()) -> str:
+    """``df`` as a pipe table of MyST Markdown (the generated sections of the book's Markdown chapters): one
+    line per row, values as ``str``, those of ``code_columns`` as inline code."""
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "| " + " | ".join("---" for _ in df.columns) + " |"]
+    lines += ["| " + " | ".join(f"`{v}`" if c in code_columns else str(v) for c, v in r.items()) + " |"
               for r in df.to_dict("records")]
     return "\n".join(lines)

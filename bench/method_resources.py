@@ -1,0 +1,115 @@
+"""What one run of each compared method needs at a profile's settings: peak memory and the time of a step.
+
+    python -m bench.method_resources --out results/bench [--profile paper] [--methods ...] [--device cuda]
+
+For each registered method, a fresh Python process (so that each method's peak is its own) builds the run
+configuration of the SOTA group's multi-dataset row (``make_config(method, profile)``, as
+``bench/method_costs.py``: the paper profile has the method's released batch, patch and width), takes one
+untimed warm-up step and one timed training step (``Method.train_step``: every forward, backward and
+optimiser update of the last stage, on a random batch of the configuration's sizes), and reports
+
+* ``peak_gb``: on CUDA ``torch.cuda.max_memory_allocated`` over both steps (what the GPU must hold); on a
+  CPU the process's peak resident memory (``ru_maxrss``) above the same process before the networks were
+  built (interpreter and libraries left out), an upper bound of the tensors' peak since the allocator keeps
+  freed pages (``versemi/allocator.py``);
+* ``step_s``: the timed step, in seconds, on this device with this process's threads;
+* ``gflop_step``: the floating-point operations of one more step as ``torch.utils.flop_counter`` counts them
+  (convolutions and matmuls, forward and backward; ``bench/flops.py``), in GFLOP: the device-independent
+  size of a step, from which a run's cost on another device follows at that device's attained rate.
+
+Writes ``<out>/method_resources.csv`` (``method_resources_cuda.csv`` on CUDA, so a GPU measurement sits
+beside the CPU one) atomically, one line per (profile, method) with the configuration's batch, patch and
+steps per run and the machine; lines of profiles not measured in this call are kept. The reproducibility
+chapter turns these lines into the resources per run and the sweep's total
+(:mod:`versemi.companion.resources`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench import save_profiles
+from bench.flops import count_flops
+from bench.method_costs import build, timed_step
+from versemi.methods import method_names
+from versemi.utils import VersemiError, get_device
+
+GB = 1024 ** 3
+
+
+def _rss_bytes() -> int:
+    """The process's peak resident memory so far, in bytes (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure_one(name: str, profile: str, device: str | None = None, **overrides) -> dict:
+    """The line of method ``name`` (module docstring), measured in this process: call it in a fresh one."""
+    dev = get_device(device)
+    before = _rss_bytes()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    s = build(name, profile, dev, **overrides)
+    timed_step(s, dev, 0)
+    step = timed_step(s, dev, 1)
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _rss_bytes() - before
+    flops = count_flops(lambda: timed_step(s, dev, 2))
+    cfg = s["cfg"]
+    return {"profile": profile, "method": name, "row": cfg.row_name(), "batch": cfg.batch_size,
+            "unlabeled_batch": cfg.unlabeled_batch_size if s["unlab"] is not None else 0,
+            "patch": "x".join(map(str, cfg.patch)), "n_filters": cfg.n_filters, "steps": int(cfg.steps),
+            "params_all": s["params_all"], "peak_gb": peak / GB,
+            "memory": "cuda max allocated" if dev.type == "cuda" else "peak RSS above the bare process",
+            "step_s": step, "gflop_step": flops / 1e9, "device": dev.type, "threads": torch.get_num_threads()}
+
+
+def method_resources(profile: str = "paper", methods: Sequence[str] | None = None, device: str | None = None,
+                     overrides: dict | None = None, timeout_s: float | None = None) -> pd.DataFrame:
+    """One line per method of ``methods`` (default: every registered one), each measured in its own
+    subprocess (``python -m bench.method_resources --one``) under ``profile`` with ``overrides`` of the
+    configuration; a method whose process fails raises ``VersemiError`` with its output's tail."""
+    rows = []
+    for name in methods or method_names():
+        cmd = [sys.executable, "-m", "bench.method_resources", "--one", name, "--profile", profile,
+               "--overrides", json.dumps(overrides or {})] + (["--device", device] if device else [])
+        print(f"method resources: {profile} {name} ...", file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
+        if done.returncode != 0:
+            raise VersemiError(f"bench.method_resources: {name} ({profile}) failed:\n{done.stderr[-2000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--overrides", default="{}", help="JSON of configuration overrides (tests: a tiny network)")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)   # the per-method subprocess
+    args = ap.parse_args(argv)
+    overrides = json.loads(args.overrides)
+    if args.one:
+        from versemi.allocator import configure
+
+        configure()
+        print(json.dumps(measure_one(args.one, args.profile, args.device, **overrides)), flush=True)
+        return 0
+    df = method_resources(args.profile, args.methods, args.device, overrides)
+    suffix = "_cuda" if get_device(args.device).type == "cuda" else ""
+    save_profiles(df, Path(args.out) / f"method_resources{suffix}.csv", [args.profile])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
