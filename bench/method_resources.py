@@ -9,9 +9,11 @@ untimed warm-up step and one timed training step (``Method.train_step``: every f
 optimiser update of the last stage, on a random batch of the configuration's sizes), and reports
 
 * ``peak_gb``: on CUDA ``torch.cuda.max_memory_allocated`` over both steps (what the GPU must hold); on a
-  CPU the process's peak resident memory (``ru_maxrss``) above the same process before the networks were
-  built (interpreter and libraries left out), an upper bound of the tensors' peak since the allocator keeps
-  freed pages (``versemi/allocator.py``);
+  CPU the process's peak resident memory over the two steps above its resident memory before the networks
+  were built (interpreter and libraries left out): the kernel's peak (``VmHWM``) is reset first through
+  ``/proc/self/clear_refs``, so that a higher peak of the imports does not hide the steps' (where that file
+  cannot be written, ``ru_maxrss`` is the fallback and the ``memory`` column says so); an upper bound of the
+  tensors' peak since the allocator keeps freed pages (``versemi/allocator.py``);
 * ``step_s``: the timed step, in seconds, on this device with this process's threads;
 * ``gflop_step``: the floating-point operations of one more step as ``torch.utils.flop_counter`` counts them
   (convolutions and matmuls, forward and backward; ``bench/flops.py``), in GFLOP: the device-independent
@@ -47,28 +49,55 @@ from versemi.utils import VersemiError, get_device
 GB = 1024 ** 3
 
 
-def _rss_bytes() -> int:
-    """The process's peak resident memory so far, in bytes (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _status_kib(field: str) -> int | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in KiB, or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's record of this process's peak resident memory (``VmHWM``) to the current one
+    (``echo 5 > /proc/self/clear_refs``, Linux 4.0 and later); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+def _peak_rss_window():
+    """Start a CPU memory window: returns a function giving (bytes of peak resident memory since the start
+    above the resident memory at the start, how it was measured)."""
+    if _reset_peak_rss():
+        start = _status_kib("VmRSS")
+        return lambda: ((_status_kib("VmHWM") - start) * 1024, "peak RSS above the bare process")
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # KiB on Linux; a lower bound of the window
+    return lambda: ((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) * 1024,
+                    "ru_maxrss rise (a lower bound: clear_refs not writable)")
 
 
 def measure_one(name: str, profile: str, device: str | None = None, **overrides) -> dict:
     """The line of method ``name`` (module docstring), measured in this process: call it in a fresh one."""
     dev = get_device(device)
-    before = _rss_bytes()
+    window = _peak_rss_window()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     s = build(name, profile, dev, **overrides)
     timed_step(s, dev, 0)
     step = timed_step(s, dev, 1)
-    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _rss_bytes() - before
+    peak, how = (torch.cuda.max_memory_allocated(dev), "cuda max allocated") if dev.type == "cuda" else window()
     flops = count_flops(lambda: timed_step(s, dev, 2))
     cfg = s["cfg"]
     return {"profile": profile, "method": name, "row": cfg.row_name(), "batch": cfg.batch_size,
             "unlabeled_batch": cfg.unlabeled_batch_size if s["unlab"] is not None else 0,
             "patch": "x".join(map(str, cfg.patch)), "n_filters": cfg.n_filters, "steps": int(cfg.steps),
             "params_all": s["params_all"], "peak_gb": peak / GB,
-            "memory": "cuda max allocated" if dev.type == "cuda" else "peak RSS above the bare process",
+            "memory": how,
             "step_s": step, "gflop_step": flops / 1e9, "device": dev.type, "threads": torch.get_num_threads()}
 
 

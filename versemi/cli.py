@@ -99,10 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="train an experiment group over several seeds and export its results "
                                      "(results/studies/, committed; the book renders them)")
-    p.add_argument("action", choices=["run", "status", "batch"], help="run: train what is missing and export each "
+    p.add_argument("action", choices=["run", "status", "batch", "score-released"],
+                   help="run: train what is missing and export each "
                    "run as it finishes; status: what is exported, and whether by the current code; batch: the same "
                    "as run for several studies with --workers single-thread processes, cheapest runs first "
-                   "(versemi/batch.py)")
+                   "(versemi/batch.py); score-released (la-real only): score each committed run on the released "
+                   "0.625 mm LA grid beside its export (versemi/companion/la_study.py)")
     p.add_argument("study", choices=list(STUDY_GROUPS), nargs="+")
     p.add_argument("--profile", default="demo", choices=profile_names())
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
@@ -116,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-to", default=None, metavar="REPO",
                    help="batch: git checkout to commit each export into (the --out folder must be inside it)")
     p.add_argument("--dry-run", action="store_true", help="batch: print the plan and its estimated cost only")
+    p.add_argument("--la-data", default=None, metavar="DIR",
+                   help="score-released: the Left Atrium folder (UA-MT layout) with the released volumes")
+    p.add_argument("--retrain", action="store_true",
+                   help="score-released: train a committed run again (seeded, same config) when its run folder "
+                        "is not in --runs, and record how far its x0.5 scores are from the committed ones")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="execute every notebook with papermill, then build the Jupyter Book")
@@ -234,6 +241,19 @@ def _cmd_study(args) -> int:
             return 0
         return 1 if run_batch(args.study, args.profile, args.seeds, args.workers, args.out, args.data_dir, args.runs,
                               commit_to=args.commit_to, device=args.device, labels=args.only) else 0
+    if args.action == "score-released":
+        from versemi.companion.la_study import STUDY, score_released
+        from versemi.hybrid import ensure_la_real
+
+        if args.study != [STUDY] or not args.la_data:
+            raise VersemiError(f"score-released scores the {STUDY} study only: versemi study score-released {STUDY} "
+                               "--profile la-real --la-data DIR")
+        get_device(args.device)
+        prepared = ensure_la_real(args.data_dir, args.la_data, profile=args.profile)
+        for path in score_released(args.la_data, prepared, args.runs, args.out, args.profile, retrain=args.retrain,
+                                   device=args.device, labels=args.only):
+            print(path, flush=True)
+        return 0
     for study in args.study:
         if args.action == "status":
             print(study_status(study, args.profile, args.seeds, args.out).to_string(index=False))

@@ -175,3 +175,53 @@ def test_why_the_numbers_differ_is_generated_from_the_export():
     assert "degenerates" in text   # VerSemi trained on LA alone
     assert "x0.5" in text and "the paper's: 16" in text
     assert "cannot be described" in la_real.why_numbers_differ(None)
+
+
+def test_committed_study_runs_are_scored_on_the_released_grid_once(la_runs, smoke_root, tmp_path):
+    from versemi.companion import la_study
+    from versemi.studies import export_dir, export_run, load_study
+
+    runs, prepared = la_runs
+    raw = smoke_root / "data" / "smoke" / "raw" / "LA"
+    out = tmp_path / "studies"
+    for label, run_dir in runs.items():
+        export_run(label, run_dir, 2333, export_dir(out, "smoke", la_study.STUDY, label, 2333))
+    results = load_study(la_study.STUDY, "smoke", out)
+    assert la_study.released_cases(results, out) is None
+    assert set(la_study.as_la_results(results, out).summary["grid"]) == {la_real.GRID_TRAINED}
+
+    first = la_study.score_released(raw, prepared, smoke_root / "runs", out, "smoke", labels=["Sup-only 10%"],
+                                    progress=False)
+    assert [p.parent.parent.name for p in first] == ["sup-only-10"]
+    assert la_study.released_cases(results, out) is None        # VerSemi is not scored yet: the page keeps x0.5
+    rest = la_study.score_released(raw, prepared, smoke_root / "runs", out, "smoke", progress=False)
+    assert len(rest) == 1 and la_study.score_released(raw, prepared, smoke_root / "runs", out, "smoke") == []
+    full = la_study.released_cases(results, out)
+    assert set(full["method"]) == set(runs) and {"seed", "case", "dice", "hd95"} <= set(full.columns)
+    direct = la_real.evaluate_fullres(runs["VerSemi 10%"], prepared, raw).set_index("case")["dice"]
+    mine = full[full["method"] == "VerSemi 10%"].set_index("case")["dice"]
+    assert np.allclose(mine.loc[direct.index], direct, atol=1e-5)
+    rec = json.loads((first[0].parent / la_study.RELEASED_RECORD).read_text())
+    assert rec["run"] == runs["Sup-only 10%"].name and rec["retrained"] is None and rec["scored_by"]["code"]
+    summary = la_study.as_la_results(results, out).summary
+    assert set(summary["grid"]) == {la_real.GRID_TRAINED, la_real.GRID_RELEASED}
+    assert (summary.groupby("grid")["method"].apply(list).map(sorted) == [sorted(runs)] * 2).all()
+
+
+def test_a_committed_run_without_its_folder_is_named_or_trained_again(la_runs, smoke_root, tmp_path):
+    from versemi.companion import la_study
+    from versemi.studies import export_dir, export_run
+
+    runs, prepared = la_runs
+    raw = smoke_root / "data" / "smoke" / "raw" / "LA"
+    out = tmp_path / "studies"
+    export_run("Sup-only 10%", runs["Sup-only 10%"], 2333, export_dir(out, "smoke", la_study.STUDY, "Sup-only 10%", 2333))
+    with pytest.raises(VersemiError, match="--retrain"):
+        la_study.score_released(raw, prepared, tmp_path / "elsewhere", out, "smoke", progress=False)
+    assert not list(out.rglob(la_study.RELEASED_FILE))
+    (written,) = la_study.score_released(raw, prepared, tmp_path / "elsewhere", out, "smoke", retrain=True,
+                                         progress=False)
+    assert (tmp_path / "elsewhere" / runs["Sup-only 10%"].name / "DONE.json").is_file()
+    check = json.loads((written.parent / la_study.RELEASED_RECORD).read_text())["retrained"]
+    # seeded: the retrained network scores the committed x0.5 cases again
+    assert check["cases"] > 0 and check["x05_dice_max_abs_diff"] < 1e-4

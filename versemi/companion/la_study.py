@@ -17,17 +17,30 @@ one of its runs is committed, the chapter keeps rendering the earlier export ``r
 * :func:`as_la_results`: the study as the :class:`~versemi.companion.la_real.LaResults` the settings,
   summary, published-comparison and glue functions of :mod:`versemi.companion.la_real` read.
 
-Scores are on the x0.5 grid the models ran on (1.25 mm voxels): the study's export holds no released-grid
-(0.625 mm) scores yet.
+The export scores the runs on the x0.5 grid they ran on (1.25 mm voxels). :func:`score_released`
+(``versemi study score-released la-real --la-data PATH``) scores each committed run once more on the released
+grid (0.625 mm, :func:`versemi.companion.la_real.evaluate_fullres`) and commits ``cases_fullres.csv`` and its
+provenance beside the run's export, without training; :func:`released_cases` reads them back. The intervals and
+paired comparisons stay on the x0.5 grid (every run has those scores); the summary the prose quotes, the upper
+bound's check and the comparison with the published numbers (which are on the released grid) use the released
+grid once every committed run is scored there (:func:`as_la_results`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from versemi.companion.la_real import GRID_TRAINED, LaResults, provenance_commit, summarize_cases
+from versemi.companion.la_real import (
+    GRID_RELEASED,
+    GRID_TRAINED,
+    LaResults,
+    evaluate_fullres,
+    provenance_commit,
+    summarize_cases,
+)
 from versemi.companion.tables import METHOD_ORDER, PCT_METRICS
 from versemi.companion.uncertainty import N_BOOT, N_PERM, holm, paired_effect, row_interval
 from versemi.config import FULLY_SUPERVISED, RunConfig
@@ -42,6 +55,8 @@ LEGACY_DIR = "results/la-real"
 ALPHA = 0.05
 METRIC_TITLES = {"dice": "Dice (%)", "jaccard": "Jaccard (%)", "hd95": "95HD (vox)", "asd": "ASD (vox)"}
 HYBRID_TEXT = "real LA + phantom CT (hybrid)"
+RELEASED_FILE = "cases_fullres.csv"        # a run's real LA test cases scored on the released grid
+RELEASED_RECORD = "cases_fullres.json"     # who scored them: the provenance record and the run
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -217,25 +232,123 @@ def data_text() -> str:
             f"unlabeled; {validation_size()} of the unlabeled held out for validation) and the 20 standard test cases")
 
 
-def as_la_results(results: StudyResults) -> LaResults:
+def as_la_results(results: StudyResults, out=STUDIES_DIR) -> LaResults:
     """The study as :class:`~versemi.companion.la_real.LaResults`: the summary of the real LA cases pooled over
-    seeds (grid: x0.5) and a provenance dict with one entry per run label (the first seed's config, the
-    training seconds summed over seeds), the seeds, the machine and commit of the first record."""
-    cases = la_cases(results)
-    summary = summarize_cases(cases)
+    seeds on the x0.5 grid, and on the released grid too when every run is scored there
+    (:func:`released_cases` under ``out``), and a provenance dict with one entry per run label (the first
+    seed's config, the training seconds summed over seeds), the seeds, the machine and commit of the first
+    record."""
+    order = list(run_table(results).index)
+    summary = summarize_cases(la_cases(results))
     summary.insert(1, "grid", GRID_TRAINED)
+    summary = summary.set_index("method").loc[order].reset_index()
+    full = released_cases(results, out)
+    if full is not None:
+        s2 = summarize_cases(full)
+        s2.insert(1, "grid", GRID_RELEASED)
+        summary = pd.concat([summary, s2.set_index("method").loc[order].reset_index()], ignore_index=True)
     runs = {}
     for r in results.records:
         line = runs.setdefault(r["label"], {"run": r["run"], "train_seconds": 0.0, "best": r.get("best"),
                                             "config": r["config"], "code": r["provenance"].get("code")})
         line["train_seconds"] += float(r.get("train_seconds") or 0.0)
-    order = list(run_table(results).index)
     prov0 = results.records[0]["provenance"]
     prov = {"profile": results.profile, "seeds": results.seeds, "machine": prov0.get("machine", {}),
             "git": prov0.get("git", {}), "runs": {k: runs[k] for k in order}, "data": data_text(),
             "training_cases": f"80 (first 8 / 16 labeled); {validation_size()} of the unlabeled held out for validation"}
-    return LaResults(Path(STUDIES_DIR) / results.profile / STUDY, summary.set_index("method").loc[order].reset_index(),
-                     prov)
+    return LaResults(Path(out) / results.profile / STUDY, summary, prov)
+
+
+# ------------------------------------------------------------------------------ the released grid
+def _committed_records(out, profile: str):
+    for rec_path in sorted((Path(out) / profile / STUDY).glob("*/seed-*/run.json")):
+        yield rec_path.parent, json.loads(rec_path.read_text())
+
+
+def score_released(la_data, prepared_dir, runs_root="results/runs", out=STUDIES_DIR, profile: str = PROFILE,
+                   retrain: bool = False, device=None, labels=None, skip_missing: bool = False,
+                   progress: bool = True) -> list[Path]:
+    """Score every committed run of the study under ``out`` that has no released-grid scores of that run yet
+    (module docstring): its test predictions on ``prepared_dir``'s real LA cases, upsampled to the released
+    volumes of ``la_data`` (:func:`~versemi.companion.la_real.evaluate_fullres`), written atomically as
+    :data:`RELEASED_FILE` (``run, case`` and the metrics) with :data:`RELEASED_RECORD` (the run, the
+    :func:`versemi.provenance.record` of the scoring code and, for a retrained run, its check).
+
+    The run folders come from ``runs_root``. A committed run whose folder is not there is a
+    :class:`VersemiError` naming it, unless ``retrain``: then its recorded config is trained again through the
+    run cache (:func:`versemi.runs.get_or_train`, seeded, so the same network up to floating-point
+    reduction order), which must land in the folder the record names (same config and prepared data) and be
+    trained by code of the recorded fingerprint; the record then keeps how far the retrained run's x0.5 test
+    Dice is from the committed ``cases.csv`` (``retrained``: the largest and the mean absolute difference
+    per case). ``labels``: only these run labels; ``skip_missing``: leave a run whose folder is not there
+    unscored instead (the page then stays on the x0.5 grid). Returns the files written."""
+    from versemi.companion.figures import save_table
+    from versemi.provenance import record
+    from versemi.runs import collect_case_metrics, done_record, get_or_train, run_dir_for
+    from versemi.utils import atomic_write_text
+
+    if not Path(la_data).is_dir():
+        raise VersemiError(f"{la_data}: the Left Atrium data is not there; pass --la-data")
+    written = []
+    for folder, rec in _committed_records(out, profile):
+        if labels and rec["label"] not in labels:
+            continue
+        dest = folder / RELEASED_FILE
+        if dest.is_file() and set(pd.read_csv(dest, usecols=["run"])["run"]) == {rec["run"]}:
+            continue
+        run_dir = Path(runs_root) / rec["run"]
+        check = None
+        if not (run_dir / "DONE.json").is_file():
+            if skip_missing and not retrain:
+                continue
+            if not retrain:
+                raise VersemiError(f"{run_dir}: the run folder of {folder} ({rec['label']}, seed {rec['seed']}) is "
+                                   f"not there; pass the run cache that trained it (--runs) or retrain it (--retrain)")
+            cfg = RunConfig.from_dict(rec["config"])
+            if run_dir_for(cfg, prepared_dir, runs_root) != run_dir:
+                raise VersemiError(f"{folder}: its config on {prepared_dir} is run "
+                                   f"{run_dir_for(cfg, prepared_dir, runs_root).name}, not the recorded {rec['run']}: "
+                                   "another preparation of the data, so the run cannot be trained again")
+            if progress:
+                print(f"retraining {rec['label']} seed {rec['seed']} ({rec['run']})", flush=True)
+            get_or_train(cfg, prepared_dir, runs_root, device=device, progress=progress)
+            code = done_record(run_dir).get("provenance", {}).get("code")
+            if code != rec["provenance"].get("code"):
+                raise VersemiError(f"{run_dir}: retrained by code {code}, the committed run by "
+                                   f"{rec['provenance'].get('code')}; score it from a checkout of that code")
+            mine = collect_case_metrics({rec["label"]: run_dir}).query("dataset == 'la'").set_index("case")["dice"]
+            theirs = pd.read_csv(folder / "cases.csv").query("dataset == 'la'").set_index("case")["dice"]
+            diff = (mine - theirs.reindex(mine.index)).abs()
+            check = {"x05_dice_max_abs_diff": float(diff.max()), "x05_dice_mean_abs_diff": float(diff.mean()),
+                     "cases": int(diff.notna().sum())}
+        if progress:
+            print(f"released grid: {rec['label']} seed {rec['seed']} ({rec['run']})", flush=True)
+        cases = evaluate_fullres(run_dir, prepared_dir, la_data)
+        cases.insert(0, "run", rec["run"])
+        save_table(cases, dest, float_format="%.6g")
+        atomic_write_text(folder / RELEASED_RECORD, json.dumps({"run": rec["run"], "retrained": check,
+                                                                 "scored_by": record()}, indent=1, default=str) + "\n")
+        written.append(dest)
+    return written
+
+
+def released_cases(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame | None:
+    """The released-grid lines (``method`` = run label, ``seed``, ``case`` and the metrics) of every run of
+    ``results``, or None while one of them has none (the page then quotes the x0.5 grid)."""
+    want = {(r["label"], int(r["seed"])): r["run"] for r in results.records}
+    frames = {}
+    for folder, rec in _committed_records(out, results.profile):
+        key = (rec["label"], int(rec["seed"]))
+        path = folder / RELEASED_FILE
+        if want.get(key) != rec["run"] or not path.is_file():
+            continue
+        df = pd.read_csv(path)
+        if set(df["run"]) == {rec["run"]}:
+            frames[key] = df.drop(columns="run").assign(method=key[0], seed=key[1])
+    if set(frames) != set(want):
+        return None
+    cases = pd.concat([frames[k] for k in want], ignore_index=True)
+    return cases[["method", "seed", *[c for c in cases.columns if c not in ("method", "seed")]]]
 
 
 def grid_text(results: LaResults | None) -> str:
@@ -283,11 +396,14 @@ def reproduce_la_study(la_data, data_dir="results/data", runs_root="results/runs
                        seeds=(2333,), profile: str = PROFILE) -> list[Path]:
     """Prepare the study's hybrid folder (the real LA from ``la_data`` and the phantom CT sets,
     :func:`versemi.hybrid.ensure_la_real`), then train and export the missing runs of the study for
-    ``seeds`` (:func:`versemi.studies.run_study`). Returns the exported folders."""
+    ``seeds`` (:func:`versemi.studies.run_study`) and score the committed runs whose folders are in
+    ``runs_root`` on the released grid (:func:`score_released`). Returns the exported folders."""
     from versemi.hybrid import ensure_la_real
     from versemi.studies import run_study
 
     if not Path(la_data).is_dir():
         raise VersemiError(f"{la_data}: the Left Atrium data is not there; pass la_data")
-    ensure_la_real(data_dir, la_data, profile=profile)
-    return run_study(STUDY, profile, seeds, out, data_dir, runs_root)
+    prepared = ensure_la_real(data_dir, la_data, profile=profile)
+    done = run_study(STUDY, profile, seeds, out, data_dir, runs_root)
+    score_released(la_data, prepared, runs_root, out, profile, skip_missing=True)
+    return done
