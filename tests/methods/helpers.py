@@ -46,3 +46,20 @@ def trains_on_fixed_batch(name, options, head, dropout, terms):
         assert all(torch.isfinite(v).all() for v in out.values())
         losses.append(out["loss"].item())
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+
+
+def run_steps(method_name, options, n=3):
+    """``n`` Adam steps of method ``name`` on fixed batches of the four tasks (two of stage 1, then stage 2)
+    from one seeded network; returns the network and each step's output."""
+    torch.manual_seed(0)
+    net = VerSemiNet(n_filters=4).train()
+    method = get_method(method_name, options)
+    opt = {"net": torch.optim.Adam(net.parameters(), 1e-2, betas=(0.5, 0.999))}
+    lab, unlab = batch(4, 1, [1, 2, 3, 4]), batch(4, 2, [2, 3, 4, 1])
+    outs = []
+    for step in range(n):
+        stage = "stage1" if step < 2 else "stage2"
+        c = StepContext(nets={"net": net}, optimizers=opt, stage=stage, step=step, stage_step=step, stage_steps=10,
+                        rng=np.random.default_rng([0, step]), options=method.options)
+        outs.append(method.train_step(c, lab, unlab))
+    return net, outs

@@ -22,6 +22,20 @@ Batches are dicts with ``image`` (B, 1, D, H, W) float, ``label`` (B, D, H, W) l
 
 from __future__ import annotations
 
-from . import ase_net, bcp, caussl, dodnet, dtc, magicnet, mean_teacher, sup_only, uamt, uniseg, versemi  # noqa: F401  (each registers its method)
+from . import (  # noqa: F401  (each registers its method)  # noqa: F401  (the conflict study's methods: versemi/conflict.py)
+    ase_net,
+    bcp,
+    caussl,
+    dodnet,
+    dtc,
+    magicnet,
+    mean_teacher,
+    probed,
+    sup_only,
+    uamt,
+    uniseg,
+    versemi,
+    versemi_pcgrad,
+)
 from .base import *  # noqa: F403  (the interface: see base.__all__)
 
