@@ -2,6 +2,7 @@
 
 import pytest
 
+from versemi.config import ALL_DATASETS
 from versemi.experiments import (
     ABLATIONS,
     DEVIATIONS,
@@ -119,3 +120,27 @@ def test_select_configs_by_row_or_key_and_ratios():
     assert resolve_ratios("demo", 20, [10, 20]) == [20, 10]
     with pytest.raises(VersemiError, match="label ratios must be 10 or 20"):
         resolve_ratios("demo", ratios=[50])
+
+
+def test_conflict_group_holds_the_probes_the_transfer_runs_and_pcgrad():
+    from versemi.experiments import (
+        CONFLICT_PCGRAD,
+        CONFLICT_PROBED,
+        CONFLICT_PROBES,
+        CONFLICT_UNI_PROBED,
+        conflict_configs,
+        conflict_loo_label,
+    )
+
+    cfgs = conflict_configs("demo", seed=1)
+    assert cfgs["VerSemi 10%"].identity() == sota_configs("demo", seed=1)["VerSemi 10%"].identity()  # one run
+    for d in ALL_DATASETS:
+        assert set(cfgs[conflict_loo_label(d)].datasets) == set(ALL_DATASETS) - {d}
+        assert cfgs[f"VerSemi ({d}) 10%"].datasets == (d,) and cfgs[f"VerSemi ({d}) 10%"].method == "versemi"
+    assert cfgs[CONFLICT_PROBED].method == "versemi_probed" and cfgs[CONFLICT_UNI_PROBED].method == "sup_only_probed"
+    assert cfgs[CONFLICT_PCGRAD].method == "versemi_pcgrad" and len(cfgs) == 12
+    assert cfgs[CONFLICT_PROBED].options["probe_every"] * CONFLICT_PROBES == cfgs[CONFLICT_PROBED].steps
+    assert {c.seed for c in cfgs.values()} == {1} and {c.ratio for c in cfgs.values()} == {10}
+    # probing changes nothing else of the VerSemi run
+    a, b = cfgs[CONFLICT_PROBED].to_dict(), cfgs["VerSemi 10%"].to_dict()
+    assert {k for k in a if a[k] != b[k]} == {"method", "options"}

@@ -164,3 +164,27 @@ def test_runs_on_another_draw_of_the_phantoms_are_another_evidence_version(smoke
     assert len(versions) == 2 and current_version() in versions
     shown = load_study("curves", "smoke", out, code=current_version())
     assert [r["label"] for r in shown.records] == [LABEL]
+
+
+def test_a_probed_run_exports_its_conflict_scalars_and_reads_them_back(smoke_root, tmp_path):
+    from versemi.experiments import CONFLICT_PROBED, CONFLICT_UNI_PROBED
+
+    out = tmp_path / "studies"
+    labels = [CONFLICT_PROBED, CONFLICT_UNI_PROBED, "VerSemi 10%"]
+    paths = run_study("conflict", "smoke", seeds=[2333], out=out, data_dir=smoke_root / "data",
+                      runs_root=smoke_root / "runs", labels=labels, progress=False)
+    files = {p.parent.name: sorted(f.name for f in p.iterdir()) for p in paths}
+    assert "conflict.csv" in files[run_key(CONFLICT_PROBED)] and "conflict.csv" in files[run_key(CONFLICT_UNI_PROBED)]
+    assert "conflict.csv" not in files[run_key("VerSemi 10%")]     # a plain run logs no conflict
+    res = load_study("conflict", "smoke", out)
+    steps = res.records[0]["config"]["steps"]
+    probed = res.conflict[res.conflict["method"] == CONFLICT_PROBED]
+    every = study_configs("conflict", "smoke", 2333)[CONFLICT_PROBED].options["probe_every"]
+    assert list(probed["step"]) == list(range(0, steps, every))
+    assert any(c.startswith("conflict/all/cos/") and c.endswith("~synthetic") for c in probed)
+    assert set(res.conflict["method"]) == set(labels[:2])
+    live = study_results("conflict", "smoke", source="live", data_dir=smoke_root / "data",
+                         runs_root=smoke_root / "runs", labels=labels, progress=False)
+    pd.testing.assert_frame_equal(live.conflict.sort_values(["method", "step"]).reset_index(drop=True)[probed.columns],
+                                  res.conflict.sort_values(["method", "step"]).reset_index(drop=True)[probed.columns],
+                                  check_dtype=False, atol=1e-6)

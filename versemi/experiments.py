@@ -152,6 +152,45 @@ def generalisation_configs(profile: str = "demo", ratio: int = 10, seed: int = 2
     return {k: c for k, c in sota_configs(profile, ratio, seed, **overrides).items() if "spleen" in c.datasets}
 
 
+# The conflict study (issue 19; beyond the paper, ``versemi/conflict.py``): the inter-dataset conflict that the
+# paper's conclusion names as its open problem, measured three ways on the same seeds.
+CONFLICT_PROBED = "VerSemi (probed)"
+CONFLICT_UNI_PROBED = "Uni-Sup-only (probed)"
+CONFLICT_PCGRAD = "VerSemi + PCGrad"
+CONFLICT_PROBES = 40   # probed steps per probed run (every steps // 40 steps, from step 0)
+
+
+def conflict_loo_label(dataset: str, ratio: int = 10) -> str:
+    """The label of the joint VerSemi run trained on every dataset but ``dataset``."""
+    return f"VerSemi w/o {dataset} {ratio}%"
+
+
+def conflict_configs(profile: str = "demo", ratio: int = 10, seed: int = 2333, **overrides) -> dict[str, RunConfig]:
+    """label -> config of the conflict study, every run at label ``ratio`` and the profile's schedule:
+
+    * the gradient probes: ``VerSemi (probed)`` (``versemi_probed``: the same training as VerSemi, with the
+      per-task gradient cosines logged :data:`CONFLICT_PROBES` times) and ``Uni-Sup-only (probed)``
+      (``sup_only_probed``) on the four datasets;
+    * the transfer matrix: ``VerSemi 10%`` on the four (the SOTA group's run), the four leave-one-dataset-out
+      runs (:func:`conflict_loo_label`) and VerSemi on each dataset alone (``VerSemi (la) 10%``);
+    * the mitigation: ``VerSemi + PCGrad`` (``versemi_pcgrad``) on the four."""
+    mk = lambda m, ds: make_config(m, profile, datasets=tuple(ds), ratio=ratio, seed=seed, **overrides)  # noqa: E731
+    steps = int(overrides.get("steps", get_profile(profile).train["steps"]))
+    probe = {"options": {"probe_every": max(1, steps // CONFLICT_PROBES)}}
+    out = {CONFLICT_PROBED: make_config("versemi_probed", profile, ratio=ratio, seed=seed, **{**overrides, **probe}),
+           CONFLICT_UNI_PROBED: make_config("sup_only_probed", profile, ratio=ratio, seed=seed,
+                                            **{**overrides, **probe})}
+    full = mk("versemi", ALL_DATASETS)
+    out[full.label()] = full
+    for d in ALL_DATASETS:
+        out[conflict_loo_label(d, ratio)] = mk("versemi", [x for x in ALL_DATASETS if x != d])
+    for d in ALL_DATASETS:
+        c = mk("versemi", [d])
+        out[c.label()] = c
+    out[CONFLICT_PCGRAD] = mk("versemi_pcgrad", ALL_DATASETS)
+    return out
+
+
 # The experiment groups that ``versemi study`` repeats over seeds (``versemi/studies.py``): name ->
 # ``f(profile, seed, ratio) -> {label: RunConfig}``; the committed studies use the main label ratio (10 %), except
 # ``la-real``, whose one group holds both ratios.
@@ -161,6 +200,7 @@ STUDY_GROUPS = {
     "deviations": lambda profile, seed, ratio=10: deviation_configs(profile, seed=seed, ratio=ratio),
     "curves": lambda profile, seed, ratio=10: curve_configs(profile, seed=seed),
     "generalisation": lambda profile, seed, ratio=10: generalisation_configs(profile, ratio, seed),
+    "conflict": lambda profile, seed, ratio=10: conflict_configs(profile, ratio, seed),
     # both label ratios in one group (the labels name them): ``ratio`` is not used
     "la-real": lambda profile, seed, ratio=10: la_real_study_configs(profile, seed),
 }

@@ -10,6 +10,8 @@ run is complete, exports it into ``<out>/<profile>/<study>/<key>/seed-<s>/``:
 
 * ``cases.csv``  per-case test metrics with the run's placing fields (:func:`versemi.runs.collect_case_metrics`);
 * ``loss.csv``   the training loss of every step; ``val.csv``: every validation Dice (step, dataset, network);
+* ``conflict.csv`` (a run of the conflict study's probed methods only) the gradient-conflict scalars of every
+                 probed step (``step`` and the ``conflict/...`` columns, ``versemi/conflict.py``);
 * ``run.json``   label, seed, config, run folder name, training seconds, best validation score and the
                  run's provenance record (code fingerprint, commit, machine, libraries; ``DONE.json``).
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from versemi.config import RunConfig
+from versemi.conflict import PREFIX as CONFLICT_PREFIX
 from versemi.data.ensure import DEFAULT_SEED, ensure_data
 from versemi.experiments import STUDY_GROUPS
 from versemi.generalisation import SOURCE_DATASET, external_cases
@@ -72,6 +75,16 @@ def export_dir(out: str | Path, profile: str, study: str, label: str, seed: int)
 def _loss_curve(run_dir: Path) -> pd.DataFrame:
     """step, stage, loss: the total training loss of every step (``metrics.csv``)."""
     return pd.read_csv(run_dir / "metrics.csv")[["step", "stage", "loss"]]
+
+
+def _conflict_rows(run_dir: Path) -> pd.DataFrame | None:
+    """step and the ``conflict/...`` scalars of every probed step (``metrics.csv``); None for a run that
+    logged none (every method but the conflict study's probed ones)."""
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    cols = [c for c in metrics.columns if c.startswith(CONFLICT_PREFIX + "/")]
+    if not cols:
+        return None
+    return metrics[["step", *cols]].dropna(subset=cols, how="all").reset_index(drop=True)
 
 
 def _val_curve(run_dir: Path) -> pd.DataFrame:
@@ -129,6 +142,9 @@ def export_run(label: str, run_dir, seed: int, dest, cases: pd.DataFrame | None 
     cases.to_csv(tmp / "cases.csv", index=False)
     _loss_curve(run_dir).to_csv(tmp / "loss.csv", index=False)
     _val_curve(run_dir).to_csv(tmp / "val.csv", index=False)
+    conflict = _conflict_rows(run_dir)
+    if conflict is not None:
+        conflict.to_csv(tmp / "conflict.csv", index=False)
     atomic_write_text(tmp / "run.json", json.dumps(record, indent=1, default=str) + "\n")
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -191,7 +207,8 @@ def exported_by_current_code(dest: Path, cfg: RunConfig | None = None, prepared=
 class StudyResults:
     """The results of a study: ``cases`` (one line per run, seed, dataset and case: the columns of
     :func:`versemi.runs.collect_case_metrics` plus ``seed``), ``val`` and ``losses`` (``method, seed`` +
-    the run's validations and training losses) and ``records`` (the run.json of every run)."""
+    the run's validations and training losses), ``records`` (the run.json of every run) and ``conflict``
+    (``method, seed, step`` + the gradient-conflict scalars of the probed runs; empty for other studies)."""
 
     study: str
     profile: str
@@ -203,6 +220,7 @@ class StudyResults:
     not_trained: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "reason"]))
     missing: list[str] = field(default_factory=list)   # runs of the study asked for but not committed yet
     superseded: dict = field(default_factory=dict)     # other code versions' committed runs left out: code -> n
+    conflict: pd.DataFrame = field(default_factory=pd.DataFrame)   # the probed runs' conflict.csv lines
 
     def times(self) -> pd.DataFrame:
         """Training cost per run and seed (the columns of :func:`versemi.runs.run_times` plus ``seed``)."""
@@ -257,9 +275,12 @@ def results_from_runs(runs: dict[str, Path], seed: int, study: str = "live", pro
     records = [run_record(label, d, seed) for label, d in runs.items()]
     val = [_val_curve(Path(d)).assign(method=label, seed=int(seed)) for label, d in runs.items()]
     losses = [_loss_curve(Path(d)).assign(method=label, seed=int(seed)) for label, d in runs.items()]
+    conflict = [c.assign(method=label, seed=int(seed)) for label, d in runs.items()
+                if (c := _conflict_rows(Path(d))) is not None]
     profile = profile or (records[0]["config"]["profile"] if records else "")
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
-    return StudyResults(study, profile, cases, concat(val), concat(losses), records, source="live")
+    return StudyResults(study, profile, cases, concat(val), concat(losses), records, source="live",
+                        conflict=concat(conflict))
 
 
 def evidence_version(provenance: dict) -> str:
@@ -294,7 +315,7 @@ def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str
     different training code are otherwise a :class:`VersemiError`
     (:func:`versemi.provenance.check_compatible`): a study is one code's evidence."""
     root = Path(out) / profile / study
-    records, cases, val, losses = [], [], [], []
+    records, cases, val, losses, conflict = [], [], [], [], []
     for rec_path in sorted(root.glob("*/seed-*/run.json")):
         rec = json.loads(rec_path.read_text())
         if labels is not None and rec["label"] not in labels:
@@ -305,6 +326,9 @@ def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str
         cases.append(pd.read_csv(rec_path.parent / "cases.csv"))
         for frames, name in ((val, "val.csv"), (losses, "loss.csv")):
             frames.append(pd.read_csv(rec_path.parent / name).assign(method=rec["label"], seed=int(rec["seed"])))
+        if (rec_path.parent / "conflict.csv").is_file():
+            conflict.append(pd.read_csv(rec_path.parent / "conflict.csv").assign(method=rec["label"],
+                                                                                 seed=int(rec["seed"])))
     if not records:
         return None
     check_compatible({f"{r['label']} seed {r['seed']}": r["provenance"].get("code") for r in records},
@@ -313,7 +337,8 @@ def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str
         check_compatible({f"{label} seed {r['seed']}": r["provenance"].get("method_code")
                           for r in records if r["label"] == label}, f"study {study!r}, run {label!r}")
     return StudyResults(study, profile, pd.concat(cases, ignore_index=True), pd.concat(val, ignore_index=True),
-                        pd.concat(losses, ignore_index=True), records)
+                        pd.concat(losses, ignore_index=True), records,
+                        conflict=pd.concat(conflict, ignore_index=True) if conflict else pd.DataFrame())
 
 
 def study_status(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR) -> pd.DataFrame:
