@@ -21,7 +21,9 @@ optimiser update of the last stage, on a random batch of the configuration's siz
 
 Writes ``<out>/method_resources.csv`` (``method_resources_cuda.csv`` on CUDA, so a GPU measurement sits
 beside the CPU one) atomically, one line per (profile, method) with the configuration's batch, patch and
-steps per run and the machine; lines of profiles not measured in this call are kept. The reproducibility
+steps per run and the machine; lines of profiles not measured in this call are kept, and so, with
+``--methods``, are the lines of the profile's other methods. A method that fails (out of memory: its
+process is killed) is reported at the end, exit code 1, after the others are measured and saved. The reproducibility
 chapter turns these lines into the resources per run and the sweep's total
 (:mod:`versemi.companion.resources`).
 """
@@ -102,10 +104,13 @@ def measure_one(name: str, profile: str, device: str | None = None, **overrides)
 
 
 def method_resources(profile: str = "paper", methods: Sequence[str] | None = None, device: str | None = None,
-                     overrides: dict | None = None, timeout_s: float | None = None) -> pd.DataFrame:
+                     overrides: dict | None = None, timeout_s: float | None = None,
+                     failures: list | None = None) -> pd.DataFrame:
     """One line per method of ``methods`` (default: every registered one), each measured in its own
     subprocess (``python -m bench.method_resources --one``) under ``profile`` with ``overrides`` of the
-    configuration; a method whose process fails raises ``VersemiError`` with its output's tail."""
+    configuration. A method whose process fails raises ``VersemiError`` with its output's tail (a process
+    killed by a signal, e.g. the kernel's out-of-memory killer, says which); with a ``failures`` list the
+    error is appended there instead and the other methods are measured."""
     rows = []
     for name in methods or method_names():
         cmd = [sys.executable, "-m", "bench.method_resources", "--one", name, "--profile", profile,
@@ -113,7 +118,13 @@ def method_resources(profile: str = "paper", methods: Sequence[str] | None = Non
         print(f"method resources: {profile} {name} ...", file=sys.stderr, flush=True)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
         if done.returncode != 0:
-            raise VersemiError(f"bench.method_resources: {name} ({profile}) failed:\n{done.stderr[-2000:]}")
+            why = (f"killed by signal {-done.returncode} (SIGKILL: most likely out of memory)"
+                   if done.returncode < 0 else f"exit code {done.returncode}")
+            err = VersemiError(f"bench.method_resources: {name} ({profile}) failed, {why}:\n{done.stderr[-2000:]}")
+            if failures is None:
+                raise err
+            failures.append(err)
+            continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return pd.DataFrame(rows)
 
@@ -134,10 +145,19 @@ def main(argv=None) -> int:
         configure()
         print(json.dumps(measure_one(args.one, args.profile, args.device, **overrides)), flush=True)
         return 0
-    df = method_resources(args.profile, args.methods, args.device, overrides)
+    failures: list = []
+    df = method_resources(args.profile, args.methods, args.device, overrides, failures=failures)
     suffix = "_cuda" if get_device(args.device).type == "cuda" else ""
-    save_profiles(df, Path(args.out) / f"method_resources{suffix}.csv", [args.profile])
-    return 0
+    path = Path(args.out) / f"method_resources{suffix}.csv"
+    if args.methods and path.is_file():   # a few methods measured: the profile's other lines are kept
+        old = pd.read_csv(path)
+        keep = old[(old["profile"] == args.profile) & ~old["method"].isin(list(df.get("method", [])))]
+        df = pd.concat([keep[[c for c in keep.columns if c in df.columns or df.empty]], df], ignore_index=True)
+    if len(df):
+        save_profiles(df, path, [args.profile])
+    for err in failures:
+        print(f"error: {err}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

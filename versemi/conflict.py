@@ -153,18 +153,20 @@ def conflict_scalars(grads: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[st
 
 
 def conflict_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The conflict scalars of a run's ``metrics.csv`` (``step`` and the ``conflict/...`` columns) as a long
-    table ``step, group, kind, a, b, value`` (``kind``: ``cos`` or ``norm``; ``b`` empty for a norm), one
-    line per probed step and scalar."""
+    """The conflict scalars of a run's ``metrics.csv`` (``step`` and the ``conflict/...`` columns; ``method``
+    and ``seed`` too when present, as in a study's ``conflict`` table) as a long table ``[method, seed,] step,
+    group, kind, a, b, value`` (``kind``: ``cos`` or ``norm``; ``b`` empty for a norm), one line per probed
+    step and scalar."""
+    ids = [c for c in ("method", "seed", "step") if c in metrics.columns]
     cols = [c for c in metrics.columns if c.startswith(PREFIX + "/")]
-    long = metrics[["step", *cols]].melt(id_vars="step", var_name="key", value_name="value").dropna(subset=["value"])
+    long = metrics[[*ids, *cols]].melt(id_vars=ids, var_name="key", value_name="value").dropna(subset=["value"])
     parts = long["key"].str.split("/", expand=True)
     pair = parts[3].str.split("~", expand=True)
-    return pd.DataFrame({"step": long["step"].astype(int).to_numpy(), "group": parts[1].to_numpy(),
-                         "kind": parts[2].to_numpy(), "a": pair[0].to_numpy(),
-                         "b": (pair[1] if 1 in pair else pd.Series([None] * len(pair))).fillna("").to_numpy(),
-                         "value": long["value"].astype(float).to_numpy()}).sort_values(
-        ["group", "kind", "a", "b", "step"], ignore_index=True)
+    second = pair[1] if 1 in pair.columns else pd.Series([None] * len(pair), index=pair.index)
+    out = long[ids].reset_index(drop=True).assign(
+        step=long["step"].astype(int).to_numpy(), group=parts[1].to_numpy(), kind=parts[2].to_numpy(),
+        a=pair[0].to_numpy(), b=second.fillna("").to_numpy(), value=long["value"].astype(float).to_numpy())
+    return out.sort_values([*[c for c in ids if c != "step"], "group", "kind", "a", "b", "step"], ignore_index=True)
 
 
 def mean_cosine_matrix(table: pd.DataFrame, group: str = "all", tasks: Sequence[str] | None = None,

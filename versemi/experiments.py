@@ -209,7 +209,8 @@ STUDY_GROUPS = {
 # The runs each notebook group of ``versemi run <group>`` trains with its default parameters (the notebooks'
 # own calls: 02_train VerSemi + Uni-UA-MT, 03_sota the SOTA group at every ratio it shows, 04_ablations the
 # ablations and released-code deviations, 05_tsne VerSemi + its default baseline Uni-Sup-only, 06_failures
-# VerSemi (full) + w/o L_aux, 07_explorer VerSemi, 00_claims the SOTA group and the ablations). The cluster
+# VerSemi (full) + w/o L_aux, 07_explorer VerSemi, 00_claims the SOTA group and the ablations, 10_conflict the
+# conflict study). The cluster
 # executor (``versemi/cluster.py``) trains them as jobs before the notebooks run; groups that train nothing
 # (data, budget, la: its runs are trained only with ``rerun=true``) map to no run.
 def _pick(configs: dict[str, RunConfig], labels: Sequence[str]) -> dict[str, RunConfig]:
@@ -228,6 +229,7 @@ NOTEBOOK_RUNS = {
     "failures": lambda p, s, r: _pick(ablation_configs(p, r, s), [FULL_MODEL, "w/o L_aux"]),
     "explorer": lambda p, s, r: _pick(sota_configs(p, r, s), [f"VerSemi {r}%"]),
     "claims": lambda p, s, r: {**sota_configs(p, 10, s), **ablation_configs(p, 10, s)},
+    "conflict": lambda p, s, r: conflict_configs(p, r, s),
 }
 
 

@@ -23,3 +23,13 @@ def test_each_method_is_measured_in_its_own_process_and_saved(tmp_path):
 def test_a_failing_method_names_itself():
     with pytest.raises(VersemiError, match="no_such_method"):
         method_resources("smoke", ["no_such_method"])
+
+
+def test_measuring_a_few_methods_keeps_the_others_and_a_failure_is_reported_after_the_rest(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--profile", "smoke", "--methods", "sup_only"]) == 0
+    first = pd.read_csv(tmp_path / "method_resources.csv")
+    assert main(["--out", str(tmp_path), "--profile", "smoke", "--methods", "no_such_method", "mean_teacher"]) == 1
+    df = pd.read_csv(tmp_path / "method_resources.csv").set_index("method")
+    assert set(df.index) == {"sup_only", "mean_teacher"}            # kept, and the one measured after the failure
+    assert df.loc["sup_only", "step_s"] == pytest.approx(first.set_index("method").loc["sup_only", "step_s"])
+    assert "no_such_method" in capsys.readouterr().err

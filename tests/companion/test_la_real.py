@@ -225,3 +225,23 @@ def test_a_committed_run_without_its_folder_is_named_or_trained_again(la_runs, s
     check = json.loads((written.parent / la_study.RELEASED_RECORD).read_text())["retrained"]
     # seeded: the retrained network scores the committed x0.5 cases again
     assert check["cases"] > 0 and check["x05_dice_max_abs_diff"] < 1e-4
+
+
+def test_the_released_grid_table_lists_the_runs_scored_so_far(la_runs, smoke_root, tmp_path):
+    from versemi.companion import la_study
+    from versemi.studies import export_dir, export_run, load_study
+
+    runs, prepared = la_runs
+    raw = smoke_root / "data" / "smoke" / "raw" / "LA"
+    out = tmp_path / "studies"
+    for label, run_dir in runs.items():
+        export_run(label, run_dir, 2333, export_dir(out, "smoke", la_study.STUDY, label, 2333))
+    results = load_study(la_study.STUDY, "smoke", out)
+    assert la_study.released_table(results, out).empty
+    la_study.score_released(raw, prepared, smoke_root / "runs", out, "smoke", labels=["VerSemi 10%"], progress=False)
+    table = la_study.released_table(results, out)
+    assert list(table.index) == ["VerSemi 10%"] and table.loc["VerSemi 10%", "seeds"] == "2333"
+    full = pd.read_csv(export_dir(out, "smoke", la_study.STUDY, "VerSemi 10%", 2333) / la_study.RELEASED_FILE)
+    assert table.loc["VerSemi 10%", "Dice (%) released grid"] == pytest.approx(round(100 * full["dice"].mean(), 1))
+    x05 = results.cases[(results.cases["method"] == "VerSemi 10%") & (results.cases["dataset"] == "la")]
+    assert table.loc["VerSemi 10%", "Dice (%) x0.5 grid"] == pytest.approx(round(100 * x05["dice"].mean(), 1))

@@ -291,6 +291,24 @@ def evaluate_claims(evidence: dict, claims: Sequence[Claim] = CLAIMS, alpha: flo
     return df.drop(columns=["_m", "_c"])
 
 
+def with_limitation(table: pd.DataFrame, limitation_csv) -> pd.DataFrame:
+    """``table`` (of :func:`evaluate_claims`) with one more line: the paper's stated limitation, as the conflict
+    chapter measured it (its ``tables/limitation.csv``, :func:`versemi.companion.conflict.limitation_row`), or
+    *not testable here* when that chapter has not run."""
+    from pathlib import Path
+
+    from versemi.companion.conflict import limitation_row
+
+    path = Path(limitation_csv)
+    if path.is_file():
+        line = pd.read_csv(path).iloc[0].to_dict()
+        line["claimed_in_ci"] = None
+    else:
+        line = limitation_row(pd.DataFrame(columns=["method", "a", "b"]), pd.DataFrame(), {}, pd.DataFrame())
+        line["note"] = f"the conflict chapter has not produced {path} in this build"
+    return pd.concat([table, pd.DataFrame([line])[[c for c in table.columns if c in line]]], ignore_index=True)
+
+
 def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
     """How many claims got each verdict (every verdict listed, zeros included)."""
     counts = table["verdict"].value_counts()

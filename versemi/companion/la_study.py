@@ -351,6 +351,38 @@ def released_cases(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame | Non
     return cases[["method", "seed", *[c for c in cases.columns if c not in ("method", "seed")]]]
 
 
+def released_table(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame:
+    """The runs scored on the released grid so far (:func:`score_released`), indexed by run label in the chapter's
+    order: the seeds scored, the mean over those seeds of the mean Dice (%) over the 20 test cases on the released
+    grid and on the x0.5 grid (the same runs and seeds), and the difference in points. Empty while none is."""
+    want = {(r["label"], int(r["seed"])): r["run"] for r in results.records}
+    rows = []
+    for folder, rec in _committed_records(out, results.profile):
+        key = (rec["label"], int(rec["seed"]))
+        path = folder / RELEASED_FILE
+        if want.get(key) != rec["run"] or not path.is_file():
+            continue
+        full = pd.read_csv(path)
+        if set(full["run"]) != {rec["run"]}:
+            continue
+        x05 = la_cases(results)
+        x05 = x05[(x05["method"] == key[0]) & (x05["seed"] == key[1])]
+        rows.append({"run": key[0], "seed": key[1], "released": 100 * full["dice"].mean(),
+                     "x05": 100 * x05["dice"].mean(), "cases": len(full)})
+    cols = ["seeds", "Dice (%) released grid", "Dice (%) x0.5 grid", "released - x0.5 (points)", "cases x seeds"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    g = df.groupby("run", sort=False)
+    table = pd.DataFrame({"seeds": g["seed"].apply(lambda s: ", ".join(map(str, sorted(s)))),
+                          "Dice (%) released grid": g["released"].mean().round(1),
+                          "Dice (%) x0.5 grid": g["x05"].mean().round(1)})
+    table["released - x0.5 (points)"] = (table["Dice (%) released grid"] - table["Dice (%) x0.5 grid"]).round(1)
+    table["cases x seeds"] = g["cases"].sum()
+    order = [k for k in run_table(results).index if k in table.index]
+    return table.loc[order]
+
+
 def grid_text(results: LaResults | None) -> str:
     """The grid whose scores the chapter's prose quotes (:meth:`~versemi.companion.la_real.LaResults.released`):
     the released 0.625 mm grid when the results were scored there, else the x0.5 grid the models ran on."""

@@ -71,6 +71,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     Notebook("07_explorer", "notebooks/07_explorer.ipynb", ("explorer",)),
     Notebook("08_la_real", "notebooks/08_la_real.ipynb", ("la",)),
     Notebook("09_budget", "notebooks/09_budget.ipynb", ("budget",)),
+    Notebook("10_conflict", "notebooks/10_conflict.ipynb", ("conflict",)),
     # executed last (it reads the others' results), shown first among the results: its executed copy's
     # name sorts first in the book's glob
     Notebook("00_claims", "notebooks/00_claims.ipynb", ("claims",)),

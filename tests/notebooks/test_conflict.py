@@ -1,0 +1,34 @@
+"""Notebook 10 (the conflict chapter): trained live on smoke phantoms, every glued value filled, the tables and
+figures written, and the claims chapter's line saved."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from versemi.companion.conflict import LIMITATION_STATEMENT
+from versemi.companion.notebooks import execute_notebooks
+from versemi.provenance import REPO_ROOT
+
+from ..notebook_helpers import errors, glued, referenced
+
+
+def test_conflict_chapter_live_on_smoke(smoke_root, tmp_path):
+    params = {"studies_dir": str(tmp_path / "none"), "results_dir": str(smoke_root), "n_boot": 200,
+              "data_dir": str(smoke_root / "data"), "progress": False}
+    res = execute_notebooks(["10_conflict"], "smoke", params, tmp_path, root=REPO_ROOT)
+    assert res[0].status == "ok", res[0].error
+    nb = tmp_path / "10_conflict.ipynb"
+    assert errors(nb) == []
+    values = glued(nb)
+    assert referenced(nb) <= set(values)
+    base = smoke_root / "smoke" / "10_conflict"
+    lines = pd.read_csv(base / "tables" / "conflict_lines.csv")
+    assert {"VerSemi (probed)", "Uni-Sup-only (probed)"} == set(lines["method"]) and (lines["kind"] == "cos").any()
+    transfer = pd.read_csv(base / "tables" / "transfer.csv")
+    assert len(transfer) == 16 and transfer["p_holm"].between(0, 1).all()
+    assert set(pd.read_csv(base / "tables" / "pcgrad.csv")["dataset"]) == {"pancreas", "la", "spleen", "lung", "average"}
+    limitation = pd.read_csv(base / "tables" / "limitation.csv").iloc[0]
+    assert limitation["statement"] == LIMITATION_STATEMENT and limitation["verdict"] in {"supported", "inconclusive",
+                                                                                          "contradicted"}
+    for fig in ("cosine_matrices", "cosine_trajectories", "transfer", "conflict_vs_transfer"):
+        assert (base / "figures" / f"{fig}.png").stat().st_size > 1000, fig
