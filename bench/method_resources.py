@@ -15,6 +15,8 @@ optimiser update of the last stage, on a random batch of the configuration's siz
   cannot be written, ``ru_maxrss`` is the fallback and the ``memory`` column says so); an upper bound of the
   tensors' peak since the allocator keeps freed pages (``versemi/allocator.py``);
 * ``step_s``: the timed step, in seconds, on this device with this process's threads;
+* ``measured``: the UTC date of the measurement (lines of one call share it; lines of other days were timed
+  on another instance of the machine class and are no side-by-side comparison);
 * ``gflop_step``: the floating-point operations of one more step as ``torch.utils.flop_counter`` counts them
   (convolutions and matmuls, forward and backward; ``bench/flops.py``), in GFLOP: the device-independent
   size of a step, from which a run's cost on another device follows at that device's attained rate.
@@ -36,6 +38,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,7 +103,8 @@ def measure_one(name: str, profile: str, device: str | None = None, **overrides)
             "patch": "x".join(map(str, cfg.patch)), "n_filters": cfg.n_filters, "steps": int(cfg.steps),
             "params_all": s["params_all"], "peak_gb": peak / GB,
             "memory": how,
-            "step_s": step, "gflop_step": flops / 1e9, "device": dev.type, "threads": torch.get_num_threads()}
+            "step_s": step, "gflop_step": flops / 1e9, "device": dev.type, "threads": torch.get_num_threads(),
+            "measured": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
 def method_resources(profile: str = "paper", methods: Sequence[str] | None = None, device: str | None = None,

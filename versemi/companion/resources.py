@@ -101,6 +101,8 @@ def resource_table(res: pd.DataFrame) -> pd.DataFrame:
         "steps per run": res["steps"].astype(int),
         f"{unit} per run": (res["steps"] * res["step_s"] / 3600).map(lambda h: f"{h:.1f}"),
     })
+    if "measured" in res:
+        out["measured"] = res["measured"].fillna("").astype(str)
     return out
 
 
@@ -161,6 +163,10 @@ def resources_markdown(bench_dir=BENCH_DIR, profile: str = PROFILE, seeds: Seque
         "",
         markdown_table(resource_table(res)),
         "",
+        *([f"The lines were measured on {res['measured'].nunique()} days (the `measured` column): times of "
+           "different days come from different instances of the machine class, so they are no side-by-side "
+           "comparison of the methods; the operation counts are exact.", ""]
+          if "measured" in res and res["measured"].nunique() > 1 else []),
         f"The sweep that `versemi run <group> --profile {profile}` trains for every notebook group is "
         f"{len(runs) // n_seeds} distinct runs per seed, {len(runs)} runs for {n_seeds} seeds. Its training "
         f"steps are **{pflop:,.0f} PFLOP** and take **{total:,.0f} {unit}** on the device above (an attained "
