@@ -32,3 +32,22 @@ def test_conflict_chapter_live_on_smoke(smoke_root, tmp_path):
                                                                                           "contradicted"}
     for fig in ("cosine_matrices", "cosine_trajectories", "transfer", "conflict_vs_transfer"):
         assert (base / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+
+
+def test_conflict_chapter_with_a_partly_committed_study_says_what_is_missing(smoke_root, tmp_path):
+    from versemi.studies import run_study
+
+    studies = tmp_path / "studies"
+    run_study("conflict", "smoke", seeds=[2333], out=studies, data_dir=smoke_root / "data",
+              runs_root=smoke_root / "runs", labels=["VerSemi 10%"], progress=False)
+    params = {"studies_dir": str(studies), "results_dir": str(tmp_path / "res"), "n_boot": 100,
+              "data_dir": str(smoke_root / "data")}
+    res = execute_notebooks(["10_conflict"], "smoke", params, tmp_path, root=REPO_ROOT)
+    assert res[0].status == "ok", res[0].error
+    nb = tmp_path / "10_conflict.ipynb"
+    values = glued(nb)
+    assert referenced(nb) <= set(values) and values["cf_worst_pair"].strip("'") == "n/a"
+    text = nb.read_text()
+    assert "Not committed yet" in text and "VerSemi (probed)" in text and "No probed run" in text
+    limitation = pd.read_csv(tmp_path / "res" / "smoke" / "10_conflict" / "tables" / "limitation.csv").iloc[0]
+    assert limitation["verdict"] == "not testable here"

@@ -51,6 +51,17 @@ def alone_label(dataset: str, ratio: int = 10) -> str:
     return f"VerSemi ({dataset}) {ratio}%"
 
 
+def status_text(results) -> str:
+    """What of the study this page shows: the seeds, and the runs not committed yet (each section then says
+    what it cannot show)."""
+    missing = list(getattr(results, "missing", []) or [])
+    seeds = ", ".join(map(str, results.seeds)) if results.records else "none"
+    text = f"Runs of the conflict study on this page: {len(results.records)} (seeds {seeds})."
+    if missing:
+        text += f" Not committed yet: {', '.join(missing)}; the sections that need them say so."
+    return text
+
+
 # ------------------------------------------------------------------------------------------ the gradients
 def conflict_lines(results) -> pd.DataFrame:
     """The probed runs' conflict scalars of a :class:`versemi.studies.StudyResults` as a long table (module
