@@ -177,16 +177,24 @@ def test_why_the_numbers_differ_is_generated_from_the_export():
     assert "cannot be described" in la_real.why_numbers_differ(None)
 
 
-def test_committed_study_runs_are_scored_on_the_released_grid_once(la_runs, smoke_root, tmp_path):
+def _exported_study(la_runs, smoke_root, out):
+    """The smoke LA runs exported as a committed la-real study (profile smoke) under ``out``: (study results,
+    raw LA folder, prepared folder)."""
     from versemi.companion import la_study
     from versemi.studies import export_dir, export_run, load_study
 
     runs, prepared = la_runs
-    raw = smoke_root / "data" / "smoke" / "raw" / "LA"
-    out = tmp_path / "studies"
     for label, run_dir in runs.items():
         export_run(label, run_dir, 2333, export_dir(out, "smoke", la_study.STUDY, label, 2333))
-    results = load_study(la_study.STUDY, "smoke", out)
+    return load_study(la_study.STUDY, "smoke", out), smoke_root / "data" / "smoke" / "raw" / "LA", prepared
+
+
+def test_committed_study_runs_are_scored_on_the_released_grid_once(la_runs, smoke_root, tmp_path):
+    from versemi.companion import la_study
+
+    runs = la_runs[0]
+    out = tmp_path / "studies"
+    results, raw, prepared = _exported_study(la_runs, smoke_root, out)
     assert la_study.released_cases(results, out) is None
     assert set(la_study.as_la_results(results, out).summary["grid"]) == {la_real.GRID_TRAINED}
 
@@ -229,14 +237,10 @@ def test_a_committed_run_without_its_folder_is_named_or_trained_again(la_runs, s
 
 def test_the_released_grid_table_lists_the_runs_scored_so_far(la_runs, smoke_root, tmp_path):
     from versemi.companion import la_study
-    from versemi.studies import export_dir, export_run, load_study
+    from versemi.studies import export_dir
 
-    runs, prepared = la_runs
-    raw = smoke_root / "data" / "smoke" / "raw" / "LA"
     out = tmp_path / "studies"
-    for label, run_dir in runs.items():
-        export_run(label, run_dir, 2333, export_dir(out, "smoke", la_study.STUDY, label, 2333))
-    results = load_study(la_study.STUDY, "smoke", out)
+    results, raw, prepared = _exported_study(la_runs, smoke_root, out)
     assert la_study.released_table(results, out).empty
     la_study.score_released(raw, prepared, smoke_root / "runs", out, "smoke", labels=["VerSemi 10%"], progress=False)
     table = la_study.released_table(results, out)

@@ -332,9 +332,9 @@ def score_released(la_data, prepared_dir, runs_root="results/runs", out=STUDIES_
     return written
 
 
-def released_cases(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame | None:
-    """The released-grid lines (``method`` = run label, ``seed``, ``case`` and the metrics) of every run of
-    ``results``, or None while one of them has none (the page then quotes the x0.5 grid)."""
+def _released_frames(results: StudyResults, out) -> dict[tuple[str, int], pd.DataFrame]:
+    """(run label, seed) -> the released-grid lines of that committed run of ``results`` (``case`` and the
+    metrics), for every run scored there (:func:`score_released`) by the very run the study holds."""
     want = {(r["label"], int(r["seed"])): r["run"] for r in results.records}
     frames = {}
     for folder, rec in _committed_records(out, results.profile):
@@ -344,10 +344,18 @@ def released_cases(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame | Non
             continue
         df = pd.read_csv(path)
         if set(df["run"]) == {rec["run"]}:
-            frames[key] = df.drop(columns="run").assign(method=key[0], seed=key[1])
-    if set(frames) != set(want):
+            frames[key] = df.drop(columns="run")
+    return frames
+
+
+def released_cases(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame | None:
+    """The released-grid lines (``method`` = run label, ``seed``, ``case`` and the metrics) of every run of
+    ``results``, or None while one of them has none (the page then quotes the x0.5 grid)."""
+    frames = _released_frames(results, out)
+    keys = [(r["label"], int(r["seed"])) for r in results.records]
+    if set(frames) != set(keys):
         return None
-    cases = pd.concat([frames[k] for k in want], ignore_index=True)
+    cases = pd.concat([frames[k].assign(method=k[0], seed=k[1]) for k in keys], ignore_index=True)
     return cases[["method", "seed", *[c for c in cases.columns if c not in ("method", "seed")]]]
 
 
@@ -355,32 +363,21 @@ def released_table(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame:
     """The runs scored on the released grid so far (:func:`score_released`), indexed by run label in the chapter's
     order: the seeds scored, the mean over those seeds of the mean Dice (%) over the 20 test cases on the released
     grid and on the x0.5 grid (the same runs and seeds), and the difference in points. Empty while none is."""
-    want = {(r["label"], int(r["seed"])): r["run"] for r in results.records}
-    rows = []
-    for folder, rec in _committed_records(out, results.profile):
-        key = (rec["label"], int(rec["seed"]))
-        path = folder / RELEASED_FILE
-        if want.get(key) != rec["run"] or not path.is_file():
-            continue
-        full = pd.read_csv(path)
-        if set(full["run"]) != {rec["run"]}:
-            continue
-        x05 = la_cases(results)
-        x05 = x05[(x05["method"] == key[0]) & (x05["seed"] == key[1])]
-        rows.append({"run": key[0], "seed": key[1], "released": 100 * full["dice"].mean(),
-                     "x05": 100 * x05["dice"].mean(), "cases": len(full)})
     cols = ["seeds", "Dice (%) released grid", "Dice (%) x0.5 grid", "released - x0.5 (points)", "cases x seeds"]
-    if not rows:
+    frames = _released_frames(results, out)
+    if not frames:
         return pd.DataFrame(columns=cols)
-    df = pd.DataFrame(rows)
+    x05 = la_cases(results)
+    df = pd.DataFrame([{"run": label, "seed": seed, "released": 100 * full["dice"].mean(), "cases": len(full),
+                        "x05": 100 * x05[(x05["method"] == label) & (x05["seed"] == seed)]["dice"].mean()}
+                       for (label, seed), full in frames.items()])
     g = df.groupby("run", sort=False)
     table = pd.DataFrame({"seeds": g["seed"].apply(lambda s: ", ".join(map(str, sorted(s)))),
                           "Dice (%) released grid": g["released"].mean().round(1),
                           "Dice (%) x0.5 grid": g["x05"].mean().round(1)})
     table["released - x0.5 (points)"] = (table["Dice (%) released grid"] - table["Dice (%) x0.5 grid"]).round(1)
     table["cases x seeds"] = g["cases"].sum()
-    order = [k for k in run_table(results).index if k in table.index]
-    return table.loc[order]
+    return table.loc[[k for k in run_table(results).index if k in table.index], cols]
 
 
 def grid_text(results: LaResults | None) -> str:
