@@ -144,3 +144,15 @@ def test_conflict_group_holds_the_probes_the_transfer_runs_and_pcgrad():
     # probing changes nothing else of the VerSemi run
     a, b = cfgs[CONFLICT_PROBED].to_dict(), cfgs["VerSemi 10%"].to_dict()
     assert {k for k in a if a[k] != b[k]} == {"method", "options"}
+
+
+def test_conflict_group_in_the_paper_profile_takes_versemi_s_released_settings():
+    from versemi.experiments import CONFLICT_PCGRAD, CONFLICT_PROBED, CONFLICT_PROBES, conflict_configs
+
+    cfgs = conflict_configs("paper")
+    full = cfgs["VerSemi 10%"].to_dict()
+    for label in (CONFLICT_PROBED, CONFLICT_PCGRAD):
+        d = cfgs[label].to_dict()
+        assert {k for k in d if d[k] != full[k]} <= {"method", "options"}, label   # batch 8 + 8, 96^3, Adam ...
+    assert cfgs[CONFLICT_PROBED].options["probe_every"] == full["steps"] // CONFLICT_PROBES
+    assert cfgs["VerSemi w/o lung 10%"].batch_size == full["batch_size"] and tuple(full["patch"]) == (96, 96, 96)
