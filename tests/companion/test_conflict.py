@@ -78,6 +78,9 @@ def test_the_cosine_matrix_and_its_summaries(study):
     summary = K.group_summary(lines)
     assert set(summary["group"]) == {"encoder", "decoder", "head", "all"} and set(summary["method"]) == set(K.PROBED)
     assert (summary["most conflicting pair"] == "pancreas / la").all()
+    norms = K.norm_table(lines)
+    assert list(norms.columns) == ["method", "task", "encoder", "decoder", "head", "all"] and (norms["all"] == 1).all()
+    assert list(norms[norms["method"] == CONFLICT_PROBED]["task"]) == [*ALL_DATASETS, SYNTHETIC]
     uni = K.cosine_matrix(lines, CONFLICT_UNI_PROBED)
     assert SYNTHETIC not in uni.index
     for fig in (K.plot_cosine_matrices(lines), K.plot_trajectories(lines)):

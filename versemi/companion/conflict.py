@@ -107,6 +107,19 @@ def group_summary(lines: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def norm_table(lines: pd.DataFrame) -> pd.DataFrame:
+    """The magnitudes: per probed method and task, the mean L2 norm of the task's gradient over probed steps and
+    seeds in each layer group (columns) and over all shared parameters; tasks in the paper's order."""
+    norms = lines[lines["kind"] == "norm"]
+    if norms.empty:
+        return pd.DataFrame(columns=["method", "task", *GROUPS, "all"])
+    t = norms.pivot_table(index=["method", "a"], columns="group", values="value", aggfunc="mean").reset_index()
+    t = t.rename(columns={"a": "task"})
+    rank = {n: i for i, n in enumerate(task_order(t["task"]))}
+    t = t.sort_values(["method", "task"], key=lambda c: c.map(rank) if c.name == "task" else c, ignore_index=True)
+    return t[["method", "task", *[g for g in (*GROUPS, "all") if g in t.columns]]]
+
+
 def plot_cosine_matrices(lines: pd.DataFrame, group: str = "all", title: str = ""):
     """Heat maps of the mean cosine matrix of each probed method (one layer group). Returns the Figure."""
     methods = [m for m in PROBED if m in set(lines["method"])]
