@@ -2,6 +2,7 @@
 git state of a tree, and the compatibility check of a table's runs."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,13 @@ def test_method_fingerprint_covers_the_method_modules_it_imports(tmp_path):
 
     import versemi.methods.uamt as uamt
     assert method_modules(Path(uamt.__file__)) == {"uamt.py", "mean_teacher.py"}
+
+
+def test_the_machine_record_names_the_processor():
+    from versemi.provenance import cpu_model, machine
+
+    m = machine()
+    assert m["cpu"] == cpu_model() and m["cpu"] and m["cpus"] >= 1
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        assert m["cpu"] in cpuinfo.read_text()

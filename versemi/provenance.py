@@ -113,10 +113,24 @@ def library_versions(names=LIBRARIES) -> dict[str, str | None]:
     return out
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``'s first ``model name``; ``platform.processor()`` where there
+    is none): two instances of one machine class can differ here, and with it a CPU run's speed and its
+    floating-point rounding (another instruction set for the same convolution)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine() -> dict:
-    """Platform, Python, torch, CPU count and the CUDA device (None without one)."""
+    """Platform, Python, torch, CPU count and model, and the CUDA device (None without one)."""
     return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cpus": os.cpu_count(), "cpu": cpu_model(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def now() -> str:
