@@ -114,7 +114,7 @@ def norm_table(lines: pd.DataFrame) -> pd.DataFrame:
     if norms.empty:
         return pd.DataFrame(columns=["method", "task", *GROUPS, "all"])
     t = norms.pivot_table(index=["method", "a"], columns="group", values="value", aggfunc="mean").reset_index()
-    t = t.rename(columns={"a": "task"})
+    t = t.rename(columns={"a": "task"}).rename_axis(columns=None)
     rank = {n: i for i, n in enumerate(task_order(t["task"]))}
     t = t.sort_values(["method", "task"], key=lambda c: c.map(rank) if c.name == "task" else c, ignore_index=True)
     return t[["method", "task", *[g for g in (*GROUPS, "all") if g in t.columns]]]
