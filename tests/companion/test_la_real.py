@@ -249,3 +249,16 @@ def test_the_released_grid_table_lists_the_runs_scored_so_far(la_runs, smoke_roo
     assert table.loc["VerSemi 10%", "Dice (%) released grid"] == pytest.approx(round(100 * full["dice"].mean(), 1))
     x05 = results.cases[(results.cases["method"] == "VerSemi 10%") & (results.cases["dataset"] == "la")]
     assert table.loc["VerSemi 10%", "Dice (%) x0.5 grid"] == pytest.approx(round(100 * x05["dice"].mean(), 1))
+
+
+def test_the_prose_quotes_the_upper_bound_on_the_released_grid_once_scored(la_runs, smoke_root, tmp_path):
+    from versemi.companion import la_study
+
+    out = tmp_path / "studies"
+    results, raw, prepared = _exported_study(la_runs, smoke_root, out)
+    assert la_study.released_text(results, out, "Sup-only 10%") == "a value not scored yet"
+    la_study.score_released(raw, prepared, smoke_root / "runs", out, "smoke", labels=["Sup-only 10%"], progress=False)
+    table = la_study.released_table(results, out)
+    assert la_study.released_text(results, out, "Sup-only 10%") == (
+        f"{table.loc['Sup-only 10%', 'Dice (%) released grid']:.1f} % (seeds 2333)")
+    assert "earlier export" in la_study.released_text(None)

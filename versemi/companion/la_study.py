@@ -380,6 +380,17 @@ def released_table(results: StudyResults, out=STUDIES_DIR) -> pd.DataFrame:
     return table.loc[[k for k in run_table(results).index if k in table.index], cols]
 
 
+def released_text(results: StudyResults | None, out=STUDIES_DIR, label: str = "Fully supervised 100%") -> str:
+    """The prose's released-grid value of run ``label``: its mean Dice over the seeds scored there
+    (:func:`released_table`) with those seeds, or what there is instead."""
+    if results is None:
+        return "the value above (the earlier export is scored on the released grid)"
+    table = released_table(results, out)
+    if label not in table.index:
+        return "a value not scored yet"
+    return f"{table.loc[label, 'Dice (%) released grid']:.1f} % (seeds {table.loc[label, 'seeds']})"
+
+
 def grid_text(results: LaResults | None) -> str:
     """The grid whose scores the chapter's prose quotes (:meth:`~versemi.companion.la_real.LaResults.released`):
     the released 0.625 mm grid when the results were scored there, else the x0.5 grid the models ran on."""
