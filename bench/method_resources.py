@@ -152,13 +152,9 @@ def main(argv=None) -> int:
     failures: list = []
     df = method_resources(args.profile, args.methods, args.device, overrides, failures=failures)
     suffix = "_cuda" if get_device(args.device).type == "cuda" else ""
-    path = Path(args.out) / f"method_resources{suffix}.csv"
-    if args.methods and path.is_file():   # a few methods measured: the profile's other lines are kept
-        old = pd.read_csv(path)
-        keep = old[(old["profile"] == args.profile) & ~old["method"].isin(list(df.get("method", [])))]
-        df = pd.concat([keep[[c for c in keep.columns if c in df.columns or df.empty]], df], ignore_index=True)
-    if len(df):
-        save_profiles(df, path, [args.profile])
+    if len(df):   # with --methods, the profile's other methods keep their lines
+        save_profiles(df, Path(args.out) / f"method_resources{suffix}.csv", [args.profile],
+                      keep_unmeasured="method" if args.methods else None)
     for err in failures:
         print(f"error: {err}", file=sys.stderr)
     return 1 if failures else 0

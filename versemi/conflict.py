@@ -88,6 +88,17 @@ def task_order(names) -> list[str]:
     return sorted(names, key=lambda n: (n == SYNTHETIC, rank.get(n, len(rank)), n))
 
 
+def task_losses(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                synthetic_task: int | None = None) -> dict[str, torch.Tensor]:
+    """Task name -> L_sup (``versemi.losses.supervised_loss``) of the samples of that task among ``logits``
+    (B, 2, D, H, W) and ``y`` (B, D, H, W), ``t`` (B,) their prompts, in prompt order."""
+    out = {}
+    for k in sorted(int(v) for v in torch.unique(t)):
+        idx = (t == k).nonzero(as_tuple=True)[0]
+        out[task_name(k, synthetic_task)] = supervised_loss(logits[idx], y[idx])
+    return out
+
+
 def task_objectives(net, lab: Mapping, synthetic_task: int | None = None, rng: np.random.Generator | None = None,
                     mask_ratio: float = 2 / 3) -> dict[str, torch.Tensor]:
     """Task name -> scalar loss at the current parameters (module docstring). ``lab``: ``image``
@@ -95,11 +106,7 @@ def task_objectives(net, lab: Mapping, synthetic_task: int | None = None, rng: n
     whose L_syn needs ``rng`` for the box mask (cube side ``mask_ratio``) and at least two samples; None:
     dataset tasks only (a Uni- baseline has no synthetic task)."""
     x, y, t = lab["image"], lab["label"], lab["task"]
-    logits = net(x, t)
-    out = {}
-    for k in sorted(int(v) for v in torch.unique(t)):
-        idx = (t == k).nonzero(as_tuple=True)[0]
-        out[task_name(k, synthetic_task)] = supervised_loss(logits[idx], y[idx])
+    out = task_losses(net(x, t), y, t, synthetic_task)
     if synthetic_task is not None and x.shape[0] >= 2:
         if rng is None:
             raise ValueError("task_objectives: the synthetic task needs rng for its box mask")
@@ -117,18 +124,22 @@ def objective_gradients(objectives: Mapping[str, torch.Tensor], net,
     objective does not reach get zeros. ``.grad`` is not touched. ``retain_graph``: keep the graph after
     the last objective (the caller back-propagates it again)."""
     groups = layer_groups(net)
-    params = [p for g in GROUPS for _, p in groups[g]]
+    params = _in_group_order(groups)
     sizes = {g: sum(p.numel() for _, p in groups[g]) for g in GROUPS}
     names = list(objectives)
     out = {}
     for i, name in enumerate(names):
-        grads = torch.autograd.grad(objectives[name], params, retain_graph=retain_graph or i < len(names) - 1,
-                                    allow_unused=True)
-        flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-                          for g, p in zip(grads, params)])
+        flat = flat_gradient(objectives[name], params, retain_graph=retain_graph or i < len(names) - 1)
         parts = dict(zip(GROUPS, torch.split(flat, [sizes[g] for g in GROUPS])))
         out[name] = {**parts, "all": flat}
     return out
+
+
+def flat_gradient(loss: torch.Tensor, params, retain_graph: bool = False) -> torch.Tensor:
+    """The gradient of ``loss`` with respect to ``params`` (``torch.autograd.grad``, ``.grad`` untouched) as one
+    flat float32 vector in ``params``' order, zeros for the parameters ``loss`` does not reach."""
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params)])
 
 
 # ------------------------------------------------------------------------------------ the measurement
@@ -178,14 +189,12 @@ def mean_cosine_matrix(table: pd.DataFrame, group: str = "all", tasks: Sequence[
     if steps is not None:
         t = t[(t["step"] >= steps[0]) & (t["step"] <= steps[1])]
     names = list(tasks) if tasks is not None else task_order([*t["a"], *t["b"]])
-    mat = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    cells = np.full((len(names), len(names)), np.nan)
+    np.fill_diagonal(cells, 1.0)
+    mat = pd.DataFrame(cells, index=names, columns=names)
     for (a, b), v in t.groupby(["a", "b"])["value"].mean().items():
         if a in mat.index and b in mat.index:
             mat.loc[a, b] = mat.loc[b, a] = v
-    for a in names:
-        for b in names:
-            if a != b and not ((t["a"] == a) & (t["b"] == b) | (t["a"] == b) & (t["b"] == a)).any():
-                mat.loc[a, b] = np.nan
     return mat
 
 
@@ -223,10 +232,13 @@ def set_flat_grad(params: Sequence[torch.nn.Parameter], flat: torch.Tensor) -> N
         raise ValueError(f"set_flat_grad: {flat.numel()} values for {offset} parameters")
 
 
+def _in_group_order(groups: Mapping[str, list]) -> list[torch.nn.Parameter]:
+    return [p for g in GROUPS for _, p in groups[g]]
+
+
 def group_params(net) -> list[torch.nn.Parameter]:
     """The parameters in the order of :func:`objective_gradients`' flat ``all`` vector."""
-    groups = layer_groups(net)
-    return [p for g in GROUPS for _, p in groups[g]]
+    return _in_group_order(layer_groups(net))
 
 
 # ------------------------------------------------------------------------------------------- the probe

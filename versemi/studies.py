@@ -72,19 +72,14 @@ def export_dir(out: str | Path, profile: str, study: str, label: str, seed: int)
     return Path(out) / profile / study / run_key(label) / f"seed-{int(seed)}"
 
 
-def _loss_curve(run_dir: Path) -> pd.DataFrame:
-    """step, stage, loss: the total training loss of every step (``metrics.csv``)."""
-    return pd.read_csv(run_dir / "metrics.csv")[["step", "stage", "loss"]]
-
-
-def _conflict_rows(run_dir: Path) -> pd.DataFrame | None:
-    """step and the ``conflict/...`` scalars of every probed step (``metrics.csv``); None for a run that
-    logged none (every method but the conflict study's probed ones)."""
+def _metrics_curves(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """From one read of ``metrics.csv``: the total training loss of every step (``step, stage, loss``) and the
+    ``step`` and ``conflict/...`` scalars of every probed step, None for a run that logged none (every method
+    but the conflict study's probed ones)."""
     metrics = pd.read_csv(run_dir / "metrics.csv")
     cols = [c for c in metrics.columns if c.startswith(CONFLICT_PREFIX + "/")]
-    if not cols:
-        return None
-    return metrics[["step", *cols]].dropna(subset=cols, how="all").reset_index(drop=True)
+    conflict = metrics[["step", *cols]].dropna(subset=cols, how="all").reset_index(drop=True) if cols else None
+    return metrics[["step", "stage", "loss"]], conflict
 
 
 def _val_curve(run_dir: Path) -> pd.DataFrame:
@@ -140,9 +135,9 @@ def export_run(label: str, run_dir, seed: int, dest, cases: pd.DataFrame | None 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cases.to_csv(tmp / "cases.csv", index=False)
-    _loss_curve(run_dir).to_csv(tmp / "loss.csv", index=False)
+    loss, conflict = _metrics_curves(run_dir)
+    loss.to_csv(tmp / "loss.csv", index=False)
     _val_curve(run_dir).to_csv(tmp / "val.csv", index=False)
-    conflict = _conflict_rows(run_dir)
     if conflict is not None:
         conflict.to_csv(tmp / "conflict.csv", index=False)
     atomic_write_text(tmp / "run.json", json.dumps(record, indent=1, default=str) + "\n")
@@ -274,9 +269,9 @@ def results_from_runs(runs: dict[str, Path], seed: int, study: str = "live", pro
         cases.insert(1, "seed", int(seed))
     records = [run_record(label, d, seed) for label, d in runs.items()]
     val = [_val_curve(Path(d)).assign(method=label, seed=int(seed)) for label, d in runs.items()]
-    losses = [_loss_curve(Path(d)).assign(method=label, seed=int(seed)) for label, d in runs.items()]
-    conflict = [c.assign(method=label, seed=int(seed)) for label, d in runs.items()
-                if (c := _conflict_rows(Path(d))) is not None]
+    curves = {label: _metrics_curves(Path(d)) for label, d in runs.items()}
+    losses = [loss.assign(method=label, seed=int(seed)) for label, (loss, _) in curves.items()]
+    conflict = [c.assign(method=label, seed=int(seed)) for label, (_, c) in curves.items() if c is not None]
     profile = profile or (records[0]["config"]["profile"] if records else "")
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     return StudyResults(study, profile, cases, concat(val), concat(losses), records, source="live",

@@ -32,6 +32,7 @@ import pandas as pd
 import seaborn as sns
 from scipy import stats
 
+from versemi.companion.tables import fmt_value
 from versemi.companion.uncertainty import N_BOOT, N_PERM, holm, paired_effect
 from versemi.conflict import GROUPS, SYNTHETIC, conflict_table, mean_cosine_matrix, task_order
 from versemi.data.registry import ALL_DATASETS
@@ -41,6 +42,7 @@ from versemi.utils import VersemiError
 ALPHA = 0.05
 PROBED = (CONFLICT_PROBED, CONFLICT_UNI_PROBED)
 ALONE = "the other three"      # the ``added`` entry of the joint-vs-alone line of the transfer table
+TRANSFER_COLUMNS = ["target", "added", "effect", "lo", "hi", "p", "p_holm", "significant"]
 
 
 def full_label(ratio: int = 10) -> str:
@@ -163,7 +165,7 @@ def transfer_table(cases: pd.DataFrame, ratio: int = 10, n_boot: int = N_BOOT, n
     have = set(cases["method"])
     full = full_label(ratio)
     if full not in have:
-        return pd.DataFrame(columns=["target", "added", "effect", "lo", "hi", "p", "p_holm", "significant"])
+        return pd.DataFrame(columns=TRANSFER_COLUMNS)
     rows = []
     for j in [d for d in ALL_DATASETS if d in set(cases.loc[cases["method"] == full, "dataset"])]:
         others = [(k, conflict_loo_label(k, ratio)) for k in ALL_DATASETS if k != j] + [(ALONE, alone_label(j, ratio))]
@@ -175,7 +177,7 @@ def transfer_table(cases: pd.DataFrame, ratio: int = 10, n_boot: int = N_BOOT, n
                          "n_seeds": r["n_seeds"], "n_pairs": r["n_pairs"]})
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=["target", "added", "effect", "lo", "hi", "p", "p_holm", "significant"])
+        return pd.DataFrame(columns=TRANSFER_COLUMNS)
     df["p_holm"] = holm(df["p"].tolist())
     df["significant"] = df["p_holm"] < ALPHA
     return df
@@ -205,6 +207,10 @@ def plot_transfer(transfer: pd.DataFrame, title: str = ""):
 
 
 # ---------------------------------------------------------------------------------- conflict vs transfer
+def _no_correlation(n: int) -> dict:
+    return {"rho": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "n": n}
+
+
 def conflict_vs_transfer(lines: pd.DataFrame, transfer: pd.DataFrame, method: str = CONFLICT_PROBED,
                          group: str = "all", n_boot: int = N_BOOT, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Per ordered dataset pair (``target``, ``added``) of the transfer table (the :data:`ALONE` lines left
@@ -213,18 +219,15 @@ def conflict_vs_transfer(lines: pd.DataFrame, transfer: pd.DataFrame, method: st
     unordered pair's cosine enters twice, once per direction: the interval is optimistic for that reason)."""
     pairs = transfer[transfer["added"] != ALONE]
     if pairs.empty or method not in set(lines["method"]):
-        return pd.DataFrame(columns=["target", "added", "cosine", "effect"]), {"rho": math.nan, "lo": math.nan,
-                                                                               "hi": math.nan, "p": math.nan, "n": 0}
+        return pd.DataFrame(columns=["target", "added", "cosine", "effect"]), _no_correlation(0)
     mat = cosine_matrix(lines, method, group)
     df = pairs[["target", "added", "effect", "significant"]].copy()
     df["cosine"] = [mat.loc[j, k] if j in mat.index and k in mat.columns else np.nan
                     for j, k in zip(df["target"], df["added"])]
     df = df.dropna(subset=["cosine"]).reset_index(drop=True)
-    if len(df) < 3:
-        return df, {"rho": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "n": len(df)}
     x, y = df["cosine"].to_numpy(float), df["effect"].to_numpy(float)
-    if np.ptp(x) == 0 or np.ptp(y) == 0:   # all tied: no rank correlation
-        return df, {"rho": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "n": len(df)}
+    if len(df) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:   # too few, or all tied: no rank correlation
+        return df, _no_correlation(len(df))
     rho, p = stats.spearmanr(x, y)
     # percentile bootstrap over the pairs; a resample whose cosines or effects are all tied has no rank
     # correlation and is drawn again (scipy.stats.bootstrap would return NaN for the whole interval)
@@ -275,12 +278,6 @@ def pcgrad_table(cases: pd.DataFrame, ratio: int = 10, n_boot: int = N_BOOT, n_p
 
 
 # ------------------------------------------------------------------------------------------- the prose
-def _fmt(x: float, digits: int = 2, sign: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
 def hurting_pairs(transfer: pd.DataFrame) -> list[str]:
     """'adding k hurts j' for every Holm-significant negative line of the transfer table."""
     bad = transfer[(transfer["significant"]) & (transfer["effect"] < 0)]
@@ -296,7 +293,7 @@ def glue_values(lines: pd.DataFrame, transfer: pd.DataFrame, corr: dict, pcgrad:
     versemi = pairs[pairs["method"] == CONFLICT_PROBED]
     if len(versemi):
         w = versemi.iloc[0]
-        out.update(cf_worst_pair=f"{w['a']} / {w['b']}", cf_worst_cos=_fmt(w["mean"], sign=True),
+        out.update(cf_worst_pair=f"{w['a']} / {w['b']}", cf_worst_cos=fmt_value(w["mean"], sign=True),
                    cf_worst_share=f"{100 * w['share_negative']:.0f}")
         cos = lines[(lines["method"] == CONFLICT_PROBED) & (lines["kind"] == "cos") & (lines["group"] == "all")]
         out["cf_share_negative"] = f"{100 * float((cos['value'] < 0).mean()):.0f}"
@@ -308,21 +305,20 @@ def glue_values(lines: pd.DataFrame, transfer: pd.DataFrame, corr: dict, pcgrad:
     hurt = hurting_pairs(transfer) if len(transfer) else []
     out["cf_hurting"] = "; ".join(hurt) if hurt else "no pair (after Holm correction)"
     out["cf_n_transfer"] = str(len(transfer))
-    out["cf_rho"] = _fmt(corr.get("rho", math.nan), sign=True)
-    out["cf_rho_ci"] = f"[{_fmt(corr.get('lo', math.nan), sign=True)}, {_fmt(corr.get('hi', math.nan), sign=True)}]"
+    out["cf_rho"] = fmt_value(corr.get("rho", math.nan), sign=True)
+    out["cf_rho_ci"] = f"[{fmt_value(corr.get('lo', math.nan), sign=True)}, {fmt_value(corr.get('hi', math.nan), sign=True)}]"
     out["cf_rho_n"] = str(corr.get("n", 0))
     avg = pcgrad[pcgrad["dataset"] == "average"] if len(pcgrad) else pcgrad
     if len(avg):
         a = avg.iloc[0]
-        out.update(cf_pcgrad=_fmt(a["effect"], 1, sign=True),
-                   cf_pcgrad_ci=f"[{_fmt(a['lo'], 1, sign=True)}, {_fmt(a['hi'], 1, sign=True)}]",
-                   cf_pcgrad_p=_fmt(a["p"], 3))
+        out.update(cf_pcgrad=fmt_value(a["effect"], 1, sign=True),
+                   cf_pcgrad_ci=f"[{fmt_value(a['lo'], 1, sign=True)}, {fmt_value(a['hi'], 1, sign=True)}]",
+                   cf_pcgrad_p=fmt_value(a["p"], 3))
     else:
         out.update(cf_pcgrad="n/a", cf_pcgrad_ci="n/a", cf_pcgrad_p="n/a")
     return out
 
 
-LIMITATION = "dataset conflict (the paper's stated limitation)"
 LIMITATION_STATEMENT = ("Training one model on several datasets, conflicts inherent between the datasets may affect "
                         "training (the paper's conclusion, its stated limitation)")
 
@@ -360,7 +356,3 @@ def limitation_row(lines: pd.DataFrame, transfer: pd.DataFrame, corr: dict, pcgr
             "n": int(worst["n_pairs"]), "p_claimed": float(worst["p"]), "p_claimed_holm": float(worst["p_holm"]),
             "note": note, "verdict": "supported" if hurt else ("contradicted" if helped else "inconclusive")}
 
-
-def task_names(lines: pd.DataFrame) -> list[str]:
-    """The probed tasks in the paper's order."""
-    return task_order([*lines["a"], *lines["b"].replace("", np.nan).dropna()])

@@ -305,10 +305,10 @@ def score_released(la_data, prepared_dir, runs_root="results/runs", out=STUDIES_
                 raise VersemiError(f"{run_dir}: the run folder of {folder} ({rec['label']}, seed {rec['seed']}) is "
                                    f"not there; pass the run cache that trained it (--runs) or retrain it (--retrain)")
             cfg = RunConfig.from_dict(rec["config"])
-            if run_dir_for(cfg, prepared_dir, runs_root) != run_dir:
-                raise VersemiError(f"{folder}: its config on {prepared_dir} is run "
-                                   f"{run_dir_for(cfg, prepared_dir, runs_root).name}, not the recorded {rec['run']}: "
-                                   "another preparation of the data, so the run cannot be trained again")
+            here = run_dir_for(cfg, prepared_dir, runs_root)
+            if here != run_dir:
+                raise VersemiError(f"{folder}: its config on {prepared_dir} is run {here.name}, not the recorded "
+                                   f"{rec['run']}: another preparation of the data, so the run cannot be trained again")
             if progress:
                 print(f"retraining {rec['label']} seed {rec['seed']} ({rec['run']})", flush=True)
             get_or_train(cfg, prepared_dir, runs_root, device=device, progress=progress)

@@ -22,7 +22,7 @@ Batches are dicts with ``image`` (B, 1, D, H, W) float, ``label`` (B, D, H, W) l
 
 from __future__ import annotations
 
-from . import (  # noqa: F401  (each registers its method)  # noqa: F401  (the conflict study's methods: versemi/conflict.py)
+from . import (  # noqa: F401  (each registers its method; probed and versemi_pcgrad: the conflict study's)
     ase_net,
     bcp,
     caussl,

@@ -4,7 +4,7 @@ paper's conclusion names as its open problem (``versemi/conflict.py``). Not in t
 
 The losses are VerSemi's (``versemi/methods/versemi.py``, unchanged), grouped into one objective per task:
 
-* for each dataset task ``k`` of the labeled batch, L_sup on that task's samples (``task_objectives``), from one
+* for each dataset task ``k`` of the labeled batch, L_sup on that task's samples (``task_losses``), from one
   more forward pass of the labeled batch at the same parameters (its BatchNorm statistics restored after);
 * ``synthetic``: every other term of the step, the synthetic-prompt and mixed-image terms (L_syn and L_aux in
   stage 1; L_syn, L_unsup and L_lab in stage 2), whose gradient is the step's total gradient minus that of
@@ -25,13 +25,14 @@ import torch.distributed as dist
 
 from versemi.conflict import (
     ConflictProbe,
+    flat_gradient,
     group_params,
     objective_gradients,
     pcgrad,
     preserved_state,
     probe_rng,
     set_flat_grad,
-    task_name,
+    task_losses,
 )
 from versemi.losses import supervised_loss
 
@@ -55,16 +56,11 @@ class VerSemiPCGrad(ConflictProbe, VerSemi):
             out = self.step(ctx, lab, unlab)
         if not torch.isfinite(out["loss"]):
             ctx.backward(out)   # raises TrainingDiverged naming the step and the terms
-        total = torch.autograd.grad(out["loss"], params, allow_unused=True)
-        total = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-                           for g, p in zip(total, params)])
+        total = flat_gradient(out["loss"], params)
         x, y, t = lab["image"], lab["label"], lab["task"]
         with preserved_state(net), ctx.autocast():
             logits = net(x, t)
-            objectives = {FULL: supervised_loss(logits, y)}
-            for k in sorted(int(v) for v in torch.unique(t)):
-                idx = (t == k).nonzero(as_tuple=True)[0]
-                objectives[task_name(k, ctx.synthetic_task)] = supervised_loss(logits[idx], y[idx])
+            objectives = {FULL: supervised_loss(logits, y), **task_losses(logits, y, t, ctx.synthetic_task)}
             grads = objective_gradients(objectives, net)   # before the buffers are restored (BN saves them)
         tasks = [grads[k]["all"] for k in objectives if k != FULL] + [total - grads[FULL]["all"]]
         seed = ctx.cfg.seed if ctx.cfg is not None else 0
