@@ -15,6 +15,8 @@ from versemi.companion.uncertainty import (
     paired_effect,
     row_interval,
     signflip_p,
+    spread_sentence,
+    spread_sources,
 )
 from versemi.utils import VersemiError
 
@@ -90,3 +92,48 @@ def test_holm_matches_the_step_down_rule_and_keeps_untested_claims_out():
     adj = holm([0.01, 0.04, float("nan"), 0.03])
     assert adj[0] == pytest.approx(0.03) and adj[1] == pytest.approx(0.06) and adj[3] == pytest.approx(0.06)
     assert np.isnan(adj[2])
+
+
+def test_spread_sources_by_hand():
+    # two seeds, one dataset: seed means 0.7 and 0.8 (70, 80 points), case sd 0.1 and 0.2 over 4 cases each
+    a, b = np.array([0.6, 0.7, 0.7, 0.8]), np.array([0.6, 0.8, 0.8, 1.0])
+    df = pd.DataFrame({"method": "A", "dataset": "la", "case": [f"c{i}" for i in range(8)],
+                       "seed": [1] * 4 + [2] * 4, "dice": np.r_[a, b]})
+    line = spread_sources(df, rows="key").set_index("dataset").loc["la"]
+    between = np.std([70.0, 80.0], ddof=1)
+    sampling = np.sqrt((np.var(a * 100, ddof=1) / 4 + np.var(b * 100, ddof=1) / 4) / 2)
+    assert line["between"] == pytest.approx(between) and line["sampling"] == pytest.approx(sampling)
+    assert line["excess"] == pytest.approx(np.sqrt(between ** 2 - sampling ** 2))
+    assert line["ratio"] == pytest.approx(between / sampling)
+
+
+def _seeded(offset_sd, n_seeds=80, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_seeds):
+        shift = rng.normal(0, offset_sd)
+        for d in ("la", "spleen"):
+            for i, v in enumerate(rng.normal(0.8 + shift, 0.1, n)):
+                rows.append({"method": "A", "dataset": d, "case": f"{d}{i}", "seed": s, "dice": v})
+    return pd.DataFrame(rows)
+
+
+def test_spread_sources_tells_test_set_sampling_from_what_training_adds():
+    pure = spread_sources(_seeded(0.0), rows="key").set_index("dataset")
+    # only the test sets vary: the seeds move as much as sampling predicts (10 / sqrt(30) per dataset)
+    assert pure.loc["la", "sampling"] == pytest.approx(10 / np.sqrt(30), rel=0.1)
+    assert 0.8 < pure.loc["average", "ratio"] < 1.2
+    assert pure.loc["average", "sampling"] == pytest.approx(10 / np.sqrt(30) / np.sqrt(2), rel=0.1)
+    # a per-seed offset of 3 points (the same on both datasets) shows up as the excess
+    shifted = spread_sources(_seeded(0.03), rows="key").set_index("dataset")
+    assert shifted.loc["average", "excess"] == pytest.approx(3.0, rel=0.25)
+    assert shifted.loc["average", "ratio"] > 2
+
+
+def test_spread_sentence_counts_rows_and_names_the_largest_excess():
+    df = pd.concat([_seeded(0.0, n_seeds=6), _seeded(0.05, n_seeds=6, seed=1).assign(method="B")])
+    text = spread_sentence(spread_sources(df, rows="key"))
+    assert "2 rows with two seeds or more" in text and "B (" in text
+    one = _seeded(0.0, n_seeds=1)
+    assert spread_sources(one, rows="key").empty
+    assert "no spread" in spread_sentence(spread_sources(one, rows="key"))

@@ -96,6 +96,9 @@ def test_sota_tables_and_figure(executed, smoke_root):
     gen = pd.read_csv(smoke_root / "smoke" / "03_sota" / "tables" / "generalisation_10.csv")
     assert set(gen["row"]) == {"Sup-only", "Uni-Sup-only", "Uni-UA-MT", "VerSemi"} and (gen["n_unseen"] > 0).all()
     assert "selection='val'" in g["sota_selection"]
+    # one live seed: no spread over seeds to explain, and the page says so
+    assert tables["03_sota/tables/seed_spread_sources_10.csv"].empty
+    assert "no spread" in g["sota_spread_sentence"]
     # the page says which data produced it
     text = nbformat.read(out / "03_sota.ipynb", as_version=4)
     shown = json.dumps([o for c in text.cells for o in c.get("outputs", [])])

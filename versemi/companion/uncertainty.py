@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from versemi.companion.tables import PCT_METRICS, with_rows
+from versemi.companion.tables import AVERAGE, PCT_METRICS, ordered_datasets, with_rows
 from versemi.utils import VersemiError
 
 N_BOOT = 4000          # bootstrap resamples of an interval
@@ -219,3 +219,71 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     if ok.any():
         out[ok] = multipletests(p[ok], method="holm")[1]
     return out.tolist()
+
+
+def spread_sources(case_df: pd.DataFrame, metric: str = "dice", datasets: Sequence[str] | None = None,
+                   rows: str = "config") -> pd.DataFrame:
+    """Where the spread of a row's score over seeds comes from: how far the seed means move (``between``,
+    the sample std over seeds, ddof 1) against how far the finite test sets alone would move them
+    (``sampling``: the root mean over seeds of the squared standard error of a seed's case mean,
+    ``sd(cases) / sqrt(n)``). Under pure test-set sampling ``E[between^2] = sampling^2``; what is left,
+    ``excess = sqrt(max(between^2 - sampling^2, 0))``, estimates the std that training, split and the
+    training draw add. One line per (row, dataset) and per row's ``average`` over datasets (its sampling
+    error: ``sqrt(sum_d se_d^2) / D`` within a seed, the datasets' test cases being independent), in points
+    for Dice/Jaccard; columns ``row, dataset, n_seeds, between, sampling, excess, ratio`` (``ratio`` =
+    between / sampling). Rows with fewer than two seeds are left out (no spread to explain)."""
+    df = with_rows(case_df, rows)
+    if "seed" not in df or df.empty:
+        return pd.DataFrame(columns=["row", "dataset", "n_seeds", "between", "sampling", "excess", "ratio"])
+    if datasets is not None:
+        df = df[df["dataset"].isin(list(datasets))]
+    scale = 100.0 if metric in PCT_METRICS else 1.0
+    g = df.dropna(subset=[metric]).groupby(["row", "dataset", "seed"], sort=False)[metric]
+    per = pd.DataFrame({"mean": g.mean() * scale, "se": g.std(ddof=1) * scale / np.sqrt(g.size())}).reset_index()
+    lines = []
+
+    def line(row, dataset, means, se):
+        between = float(np.std(means, ddof=1))
+        sampling = float(np.sqrt(np.mean(np.square(se))))
+        lines.append({"row": row, "dataset": dataset, "n_seeds": len(means), "between": between,
+                      "sampling": sampling, "excess": math.sqrt(max(between ** 2 - sampling ** 2, 0.0)),
+                      "ratio": between / sampling if sampling > 0 else math.nan})
+
+    for row in dict.fromkeys(per["row"]):
+        sub = per[per["row"] == row]
+        ds = ordered_datasets(sub["dataset"].unique())
+        for d in ds:
+            x = sub[sub["dataset"] == d]
+            if len(x) >= 2:
+                line(row, d, x["mean"].to_numpy(), x["se"].to_numpy())
+        wide = sub.pivot(index="seed", columns="dataset", values=["mean", "se"]).dropna()
+        if len(wide) >= 2 and len(ds) > 1:
+            avg = wide["mean"][ds].mean(axis=1).to_numpy()
+            se = np.sqrt((wide["se"][ds] ** 2).sum(axis=1).to_numpy()) / len(ds)
+            line(row, AVERAGE, avg, se)
+    return pd.DataFrame(lines, columns=["row", "dataset", "n_seeds", "between", "sampling", "excess", "ratio"])
+
+
+def _rms(x) -> float:
+    return float(np.sqrt(np.mean(np.square(x))))
+
+
+def spread_sentence(sources: pd.DataFrame, bar: float = 2.0) -> str:
+    """One paragraph of :func:`spread_sources` at the level of a row's average: how much the test sets
+    alone move it, how much it moved, which rows move beyond sampling (the two largest excesses), and
+    how many rows stay within ``bar`` points of std."""
+    avg = sources[sources["dataset"] == AVERAGE] if len(sources) else sources
+    if avg.empty:
+        return "With one seed per run there is no spread over seeds to explain."
+    within = int((avg["ratio"] <= 1).sum())
+    top = avg.sort_values("excess", ascending=False).head(2)
+    top = top[top["excess"] > 0]
+    worst = ", ".join(f"{r} ({e:.1f})" for r, e in zip(top["row"], top["excess"]))
+    text = (f"The finite test sets alone move a row's average by {_rms(avg['sampling']):.1f} points between seeds "
+            f"(root mean square over the {len(avg)} rows with two seeds or more); it moved by "
+            f"{_rms(avg['between']):.1f}. {within} of {len(avg)} rows move no more than their test sets explain")
+    text += f"; the largest excess over sampling (points): {worst}." if worst else "."
+    n_bar = int((avg["between"] <= bar).sum())
+    return text + (f" {n_bar} of {len(avg)} rows have a spread of at most {bar:g} points; with the test sets "
+                   f"this size, sampling alone puts a row's expected spread at "
+                   f"{float(avg['sampling'].min()):.1f}-{float(avg['sampling'].max()):.1f} points.")
