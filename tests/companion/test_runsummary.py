@@ -65,3 +65,31 @@ def test_selected_step_is_the_recorded_best_checkpoint(tmp_path):
     done = json.loads((d / "DONE.json").read_text())
     (d / "DONE.json").write_text(json.dumps({**done, "best": {"score": 0.6, "step": 6}}))
     assert R.selected_step(d) == 6
+
+
+def test_collapse_table_finds_runs_that_predict_nothing_and_tells_why():
+    rows = []
+    for seed in (1, 2):
+        for i in range(3):
+            rows.append({"method": "A", "dataset": "lung", "seed": seed, "case": f"c{i}", "empty_pred": seed == 1})
+            rows.append({"method": "B", "dataset": "lung", "seed": seed, "case": f"c{i}", "empty_pred": True})
+            rows.append({"method": "B", "dataset": "la", "seed": seed, "case": f"c{i}", "empty_pred": i == 0})
+    cases = pd.DataFrame(rows)
+    val = pd.DataFrame([
+        *[{"method": "A", "seed": 1, "step": s, "dataset": "lung", "dice": 0.0, "model": m}
+          for s in (99, 199) for m in (None, "ema")],
+        {"method": "B", "seed": 1, "step": 99, "dataset": "lung", "dice": 0.0, "model": None},
+        {"method": "B", "seed": 1, "step": 199, "dataset": "lung", "dice": 0.4, "model": None},
+    ])
+    t = R.collapse_table(cases, val)
+    # A collapses in seed 1 only; B in both seeds on lung; nobody on la (one empty case of three is no collapse)
+    assert sorted(zip(t["method"], t["seed"])) == [("A", 1), ("B", 1), ("B", 2)] and set(t["dataset"]) == {"lung"}
+    a = t[t["method"] == "A"].iloc[0]
+    assert a["n_empty"] == a["n_cases"] == 3 and (a["seeds_collapsed"], a["seeds"]) == (1, 2)
+    assert a["diagnosis"].startswith("never predicted it") and "2 validation steps" in a["diagnosis"]
+    b1 = t[(t["method"] == "B") & (t["seed"] == 1)].iloc[0]
+    assert b1["best_val"] == 0.4 and b1["best_val_step"] == 199 and "lost it" in b1["diagnosis"]
+    b2 = t[(t["method"] == "B") & (t["seed"] == 2)].iloc[0]
+    assert b2["diagnosis"] == "no validation of this dataset logged" and b2["seeds_collapsed"] == 2
+    assert "3 run(s)" in R.collapse_sentence(t) and "collapses in 2 of 2 seeds" in R.collapse_sentence(t)
+    assert R.collapse_sentence(R.collapse_table(cases[cases["method"] == "C"], val)).startswith("No run")

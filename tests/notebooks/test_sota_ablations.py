@@ -99,6 +99,11 @@ def test_sota_tables_and_figure(executed, smoke_root):
     # one live seed: no spread over seeds to explain, and the page says so
     assert tables["03_sota/tables/seed_spread_sources_10.csv"].empty
     assert "no spread" in g["sota_spread_sentence"]
+    # the runs that predict nothing on a whole test set, each with its diagnosis, agree with the case table
+    collapses = tables["03_sota/tables/collapses_10.csv"]
+    per_run = cases.groupby(["method", "dataset"])["empty_pred"].all()
+    assert len(collapses) == int(per_run.sum())
+    assert g["sota_collapse_sentence"].strip("'").startswith("No run" if per_run.sum() == 0 else f"{int(per_run.sum())} run")
     # the page says which data produced it
     text = nbformat.read(out / "03_sota.ipynb", as_version=4)
     shown = json.dumps([o for c in text.cells for o in c.get("outputs", [])])

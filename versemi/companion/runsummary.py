@@ -17,7 +17,7 @@ from versemi.runs import done_record
 from versemi.utils import VersemiError
 
 __all__ = ["val_table", "label_models", "selected_step", "plot_val_dice", "ema_vs_student", "test_table", "plot_learning_curves",
-           "convergence_table"]
+           "convergence_table", "collapse_table", "collapse_sentence"]
 
 
 def val_table(run_dir) -> pd.DataFrame:
@@ -130,3 +130,52 @@ def convergence_table(val: pd.DataFrame, schedule: int) -> pd.DataFrame:
         return df
     return df.groupby(["run", "dataset"], sort=False)[["best", "best within schedule",
                                                         "step reaching 95 % of best"]].mean().reset_index()
+
+
+COLLAPSE_COLUMNS = ["method", "dataset", "seed", "n_cases", "n_empty", "best_val", "best_val_step", "seeds_collapsed",
+                    "seeds", "diagnosis"]
+
+
+def collapse_table(cases: pd.DataFrame, val: pd.DataFrame, threshold: float = 1.0) -> pd.DataFrame:
+    """The runs that predict nothing on a test set: one line per (``method``, ``dataset``, ``seed``) whose
+    share of empty predictions on that dataset's test cases is at least ``threshold`` (1: every case),
+    with what its validations saw of that dataset (``best_val``: the highest validation Dice of any of the
+    run's networks, at ``best_val_step``), how many of the method's seeds collapse there
+    (``seeds_collapsed`` of ``seeds``), and a ``diagnosis`` computed from these: *never predicted it* (every
+    validation Dice 0: training did not get off the ground) or *predicted it during training* (the
+    selected network lost it). ``cases``: per-case table with ``method, dataset, seed, empty_pred``;
+    ``val``: :attr:`versemi.studies.StudyResults.val` (``method, seed, step, dataset, dice``)."""
+    if cases.empty or "empty_pred" not in cases:
+        return pd.DataFrame(columns=COLLAPSE_COLUMNS)
+    df = cases.assign(seed=cases["seed"] if "seed" in cases else 0)
+    share = df.groupby(["method", "dataset", "seed"], sort=False)["empty_pred"].agg(["mean", "size", "sum"])
+    seeds = df.groupby(["method", "dataset"])["seed"].nunique()
+    hit = share[share["mean"] >= threshold]
+    counts = hit.reset_index().groupby(["method", "dataset"])["seed"].nunique()
+    rows = []
+    for (method, dataset, seed), s in hit.iterrows():
+        v = val[(val["method"] == method) & (val["dataset"] == dataset) & (val["seed"] == seed)] if len(val) else val
+        best = v.loc[v["dice"].idxmax()] if len(v) and v["dice"].notna().any() else None
+        best_val = float(best["dice"]) if best is not None else float("nan")
+        if best is None:
+            diagnosis = "no validation of this dataset logged"
+        elif best_val <= 0:
+            diagnosis = f"never predicted it: validation Dice 0 at every one of its {v['step'].nunique()} validation steps"
+        else:
+            diagnosis = (f"predicted it during training (validation Dice {best_val:.2f} at step {int(best['step'])}); "
+                         f"the selected network lost it")
+        rows.append({"method": method, "dataset": dataset, "seed": seed, "n_cases": int(s["size"]),
+                     "n_empty": int(s["sum"]), "best_val": best_val,
+                     "best_val_step": int(best["step"]) if best is not None else None,
+                     "seeds_collapsed": int(counts[(method, dataset)]), "seeds": int(seeds[(method, dataset)]),
+                     "diagnosis": diagnosis})
+    return pd.DataFrame(rows, columns=COLLAPSE_COLUMNS)
+
+
+def collapse_sentence(collapses: pd.DataFrame) -> str:
+    """One sentence of :func:`collapse_table`: none, or each collapsed run with its seed count."""
+    if collapses.empty:
+        return "No run predicts nothing on a whole test set."
+    parts = [f"{r.method} on {r.dataset} (seed {r.seed}; collapses in {r.seeds_collapsed} of {r.seeds} seeds; "
+             f"{r.diagnosis})" for r in collapses.itertuples()]
+    return f"{len(parts)} run(s) predict nothing on a whole test set: " + "; ".join(parts) + "."
