@@ -1,4 +1,4 @@
-"""What a training run logged: the validation, EMA and test tables of the training notebook (02_train).
+"""What training runs logged: validation, EMA and test tables, learning curves, and which runs predict nothing on a test set (with a diagnosis from their validations).
 
 Everything here reads what the trainer and :func:`versemi.runs.finish_run` wrote into a run folder
 (``val.csv``, ``DONE.json``; ``metrics.csv`` is drawn by :func:`versemi.companion.figures.loss_curves`)

@@ -40,6 +40,7 @@ from versemi.utils import VersemiError
 N_BOOT = 4000          # bootstrap resamples of an interval
 N_PERM = 4000          # sign-flip resamples of a p-value
 ALTERNATIVES = ("two-sided", "greater", "less")
+SPREAD_COLUMNS = ["row", "dataset", "n_seeds", "between", "sampling", "excess", "ratio"]
 
 
 def distinct_seed_resamples(n_seeds: int) -> int:
@@ -234,7 +235,7 @@ def spread_sources(case_df: pd.DataFrame, metric: str = "dice", datasets: Sequen
     between / sampling). Rows with fewer than two seeds are left out (no spread to explain)."""
     df = with_rows(case_df, rows)
     if "seed" not in df or df.empty:
-        return pd.DataFrame(columns=["row", "dataset", "n_seeds", "between", "sampling", "excess", "ratio"])
+        return pd.DataFrame(columns=SPREAD_COLUMNS)
     if datasets is not None:
         df = df[df["dataset"].isin(list(datasets))]
     scale = 100.0 if metric in PCT_METRICS else 1.0
@@ -261,7 +262,7 @@ def spread_sources(case_df: pd.DataFrame, metric: str = "dice", datasets: Sequen
             avg = wide["mean"][ds].mean(axis=1).to_numpy()
             se = np.sqrt((wide["se"][ds] ** 2).sum(axis=1).to_numpy()) / len(ds)
             line(row, AVERAGE, avg, se)
-    return pd.DataFrame(lines, columns=["row", "dataset", "n_seeds", "between", "sampling", "excess", "ratio"])
+    return pd.DataFrame(lines, columns=SPREAD_COLUMNS)
 
 
 def _rms(x) -> float:
