@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from versemi.companion.evidence import evidence_statement
 from versemi.data.ensure import prepared_dir
 from versemi.data.prepare import load_manifest
 from versemi.studies import (
@@ -112,6 +113,37 @@ def test_a_study_of_mixed_code_is_refused(smoke_root, tmp_path):
     assert load_study("curves", "smoke", tmp_path / "nothing") is None
     assert isinstance(load_study("curves", "smoke", out, labels=["nope"]), type(None))
     assert isinstance(pd.read_csv(src / "cases.csv"), pd.DataFrame)
+
+
+def test_a_run_whose_method_was_fixed_shows_the_seeds_of_one_method_code(smoke_root, tmp_path):
+    out = tmp_path / "studies"
+    run_study("curves", "smoke", seeds=[2333], out=out, data_dir=smoke_root / "data", runs_root=smoke_root / "runs",
+              labels=[LABEL], progress=False)
+    src = export_dir(out, "smoke", "curves", LABEL, 2333)
+
+    def copy(seed, method_code, time, base=src):
+        dest = src.with_name(f"seed-{seed}")
+        dest.mkdir()
+        for f in base.iterdir():
+            (dest / f.name).write_bytes(f.read_bytes())
+        rec = json.loads((dest / "run.json").read_text())
+        rec["seed"], rec["provenance"]["method_code"], rec["provenance"]["time"] = seed, method_code, time
+        (dest / "run.json").write_text(json.dumps(rec))
+        cases = pd.read_csv(dest / "cases.csv").assign(seed=seed)
+        cases.to_csv(dest / "cases.csv", index=False)
+
+    # two seeds of an older method module beside the current one's seed: the current one's seeds are shown
+    copy(7, "old", "2026-01-01")
+    copy(8, "old", "2026-01-02")
+    res = load_study("curves", "smoke", out)
+    assert res.seeds == [2333] and set(res.cases["seed"]) == {2333}
+    assert sorted(res.method_code_left_out) == [f"{LABEL} seed 7", f"{LABEL} seed 8"]
+    assert f"method's code has changed since: {LABEL} seed 7" in evidence_statement(res)
+    # without the current module's seeds: the method code with the most seeds
+    copy(9, "newer", "2026-02-01", base=src.with_name("seed-7"))
+    (src / "run.json").unlink()
+    res = load_study("curves", "smoke", out)
+    assert res.seeds == [7, 8] and res.method_code_left_out == [f"{LABEL} seed 9"]
 
 
 def test_study_results_prefers_committed_and_names_what_is_missing(smoke_root, tmp_path):

@@ -216,6 +216,7 @@ class StudyResults:
     missing: list[str] = field(default_factory=list)   # runs of the study asked for but not committed yet
     superseded: dict = field(default_factory=dict)     # other code versions' committed runs left out: code -> n
     conflict: pd.DataFrame = field(default_factory=pd.DataFrame)   # the probed runs' conflict.csv lines
+    method_code_left_out: list[str] = field(default_factory=list)  # "label seed s" of another method code
 
     def times(self) -> pd.DataFrame:
         """Training cost per run and seed (the columns of :func:`versemi.runs.run_times` plus ``seed``)."""
@@ -328,12 +329,35 @@ def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str
         return None
     check_compatible({f"{r['label']} seed {r['seed']}": r["provenance"].get("code") for r in records},
                      f"study {study!r} ({root})")
-    for label in dict.fromkeys(r["label"] for r in records):   # the seeds of one run: one method code
-        check_compatible({f"{label} seed {r['seed']}": r["provenance"].get("method_code")
-                          for r in records if r["label"] == label}, f"study {study!r}, run {label!r}")
+    keep = one_method_code(records)
+    left_out = [f"{r['label']} seed {r['seed']}" for r, k in zip(records, keep) if not k]
+    records, cases, val, losses = ([x for x, k in zip(xs, keep) if k] for xs in (records, cases, val, losses))
+    kept = {(r["label"], int(r["seed"])) for r in records}
+    conflict = [c.merge(pd.DataFrame(list(kept), columns=["method", "seed"])) for c in conflict]
     return StudyResults(study, profile, pd.concat(cases, ignore_index=True), pd.concat(val, ignore_index=True),
                         pd.concat(losses, ignore_index=True), records,
-                        conflict=pd.concat(conflict, ignore_index=True) if conflict else pd.DataFrame())
+                        conflict=pd.concat(conflict, ignore_index=True) if conflict else pd.DataFrame(),
+                        method_code_left_out=left_out)
+
+
+def one_method_code(records: list[dict]) -> list[bool]:
+    """Which run records a study keeps so that the seeds of one run come from one method module (a method
+    fixed while its runs are re-trained seed by seed leaves both versions committed for a while): per run
+    label, the records of this checkout's method code when it has any, else of the method code with the
+    most seeds (the newest export on a tie). Returns one flag per record."""
+    chosen = {}
+    for label in dict.fromkeys(r["label"] for r in records):
+        recs = [r for r in records if r["label"] == label]
+        codes = {r["provenance"].get("method_code") for r in recs}
+        if len(codes) == 1:
+            chosen[label] = codes.pop()
+            continue
+        method = recs[0].get("config", {}).get("method")
+        current = method_fingerprint(method) if method else None
+        by_code = {c: [r for r in recs if r["provenance"].get("method_code") == c] for c in codes}
+        chosen[label] = current if current in by_code else max(
+            by_code, key=lambda c: (len(by_code[c]), max(str(r["provenance"].get("time", "")) for r in by_code[c])))
+    return [r["provenance"].get("method_code") == chosen[r["label"]] for r in records]
 
 
 def study_status(study: str, profile: str, seeds=SEEDS, out=STUDIES_DIR) -> pd.DataFrame:

@@ -47,6 +47,10 @@ def evidence_statement(results: StudyResults, prepared=None, seed: int | None = 
         missing += (f" {others} committed run(s) of {len(results.superseded)} other code version(s) are not "
                     "shown: a study is one code's evidence, and the page shows the current code's runs once "
                     "they cover the study, the newest complete version until then.")
+    if results.method_code_left_out:
+        missing += (f" Left out because their method's code has changed since: "
+                    f"{', '.join(results.method_code_left_out)} (the seeds of one run come from one method module; "
+                    "the re-trained seeds are shown).")
     data = ""
     if prepared is not None and seed is not None and (Path(prepared) / "manifest.json").is_file():
         same = results.same_data(prepared, seed)
