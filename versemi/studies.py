@@ -332,8 +332,9 @@ def load_study(study: str, profile: str, out=STUDIES_DIR, labels=None, code: str
     keep = one_method_code(records)
     left_out = [f"{r['label']} seed {r['seed']}" for r, k in zip(records, keep) if not k]
     records, cases, val, losses = ([x for x, k in zip(xs, keep) if k] for xs in (records, cases, val, losses))
-    kept = {(r["label"], int(r["seed"])) for r in records}
-    conflict = [c.merge(pd.DataFrame(list(kept), columns=["method", "seed"])) for c in conflict]
+    if left_out:   # drop the conflict lines of the runs left out
+        kept = pd.DataFrame([(r["label"], int(r["seed"])) for r in records], columns=["method", "seed"])
+        conflict = [c.merge(kept) for c in conflict]
     return StudyResults(study, profile, pd.concat(cases, ignore_index=True), pd.concat(val, ignore_index=True),
                         pd.concat(losses, ignore_index=True), records,
                         conflict=pd.concat(conflict, ignore_index=True) if conflict else pd.DataFrame(),

@@ -245,7 +245,7 @@ def spread_sources(case_df: pd.DataFrame, metric: str = "dice", datasets: Sequen
 
     def line(row, dataset, means, se):
         between = float(np.std(means, ddof=1))
-        sampling = float(np.sqrt(np.mean(np.square(se))))
+        sampling = _rms(se)
         lines.append({"row": row, "dataset": dataset, "n_seeds": len(means), "between": between,
                       "sampling": sampling, "excess": math.sqrt(max(between ** 2 - sampling ** 2, 0.0)),
                       "ratio": between / sampling if sampling > 0 else math.nan})
