@@ -11,7 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import allocator, eval_speed, flops, head_costs, method_costs, method_resources, train_speed
+from bench import (
+    allocator,
+    eval_speed,
+    flops,
+    head_costs,
+    method_costs,
+    method_resources,
+    protocols,
+    train_speed,
+)
 from versemi.allocator import configure as configure_allocator
 
 
@@ -29,6 +38,11 @@ def main(argv=None) -> int:
     rc |= eval_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else [])
                           + (["--la-dir", args.la_dir] if args.la_dir else [])) or 0
+    # the fast protocols against the paper protocol on a trained real-LA run (trained on first use: ~25 min)
+    if args.la_dir or args.quick:
+        rc |= protocols.main(["--out", args.out, *(["--la-dir", args.la_dir] if args.la_dir else ["--quick"])]) or 0
+    else:
+        print("bench.protocols skipped: it needs --la-dir (the real LA folder) for its trained run", file=sys.stderr)
     rc |= head_costs.main(["--out", args.out, *extra]) or 0
     rc |= method_costs.main(["--out", args.out, *extra]) or 0
     rc |= allocator.main(["--out", args.out, *extra]) or 0

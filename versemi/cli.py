@@ -24,6 +24,7 @@ from versemi.data.external import EXTERNAL_SETS, prepare_external
 from versemi.data.phantoms import generate
 from versemi.data.prepare import prepare
 from versemi.data.registry import ALL_DATASETS
+from versemi.evaluate.inference import PROTOCOLS
 from versemi.experiments import STUDY_GROUPS
 from versemi.methods import method_names
 from versemi.runs import evaluate_run, get_or_train
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder (results/runs/<method>-<hash>)")
     p.add_argument("--data", required=True, help="prepared data folder")
     p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--protocol", default=None, choices=["paper", "fast"], help="default: the run's protocol")
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS), help="default: the run's protocol")
     p.add_argument("--lcc", action="store_true", help="keep the largest connected component (off in VerSemi)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network once for all cases (about 2x faster per window on a CPU; same "

@@ -153,3 +153,37 @@ def test_input_validation(net):
     if not torch.cuda.is_available():
         with pytest.raises(VersemiError, match="CUDA"):
             sliding_window_predict(net, img, 2, PATCH, STRIDE, amp="bf16")
+
+
+def test_whole_protocol_is_the_paper_protocol_on_one_window(net):
+    img = volume(PATCH, seed=6)                      # the volume is one patch: both run the network once on it
+    lab_p, prob_p = sliding_window_predict(net, img, 2, PATCH, STRIDE)
+    lab_w, prob_w = sliding_window_predict(net, img, 2, PATCH, protocol="whole")
+    np.testing.assert_allclose(prob_w, prob_p, atol=1e-5)
+    np.testing.assert_array_equal(lab_w, lab_p)
+
+
+def test_whole_protocol_pads_to_multiples_of_16_and_crops_back(net):
+    shape = (50, 21, 37)
+    assert inference.whole_shape(shape, PATCH) == (64, 32, 48)
+    img = volume(shape, seed=7)
+    lab, prob = sliding_window_predict(net, img, 3, PATCH, protocol="whole")
+    assert lab.shape == shape and prob.shape == (2,) + shape
+    np.testing.assert_allclose(prob.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(lab, np.argmax(prob, 0))
+    # by hand: zero padding left pad // 2, one eval-mode pass, softmax, the crop
+    padded = np.pad(img, [(7, 7), (5, 6), (5, 6)])
+    was = net.training
+    with torch.no_grad():
+        net.eval()
+        ref = torch.softmax(net(torch.from_numpy(padded)[None, None], 3), 1)[0].numpy()
+    net.train(was)
+    np.testing.assert_allclose(prob, ref[:, 7:57, 5:26, 5:42], atol=1e-5)
+    # a volume beyond the limit is an error that names it, not an out-of-memory kill
+    with pytest.raises(VersemiError, match="case_9.*protocol='whole'"):
+        inference_limit = inference.WHOLE_MAX_VOXELS
+        try:
+            inference.WHOLE_MAX_VOXELS = 1000
+            sliding_window_predict(net, img, 3, PATCH, protocol="whole", name="case_9")
+        finally:
+            inference.WHOLE_MAX_VOXELS = inference_limit

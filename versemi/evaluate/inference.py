@@ -6,8 +6,14 @@ Two protocols share one entry point, :func:`sliding_window_predict`:
   maxwell0027/VerSemi; patch 96³, stride 16/16/4, uniform averaging of softmax over overlapping windows,
   argmax), but batches the windows and keeps the running sums on the network's device;
 * ``protocol="fast"`` is MONAI's ``sliding_window_inference`` with Gaussian blending and a coarser,
-  overlap-defined stride. It is offered beside the paper protocol, never substituted for it; the
-  difference between the two is measured by ``bench/eval_speed.py``.
+  overlap-defined stride;
+* ``protocol="whole"`` runs the fully convolutional network once on the whole volume (zero padded to a
+  multiple of 16 voxels per axis, and to at least the patch): no window overlaps at all, so it costs about
+  the volume's voxels instead of the windows' (``bench/eval_speed.py``: its speed and its Dice against the
+  paper protocol on a trained run's real test cases).
+
+The fast and whole protocols are offered beside the paper protocol, never substituted for it; the
+difference between them is measured by ``bench/eval_speed.py``.
 
 Either protocol can run the network through ``torch.compile`` with frozen weights (``compile=True``):
 the same windows and arithmetic, about twice as fast per window on a CPU, float32 rounding differences
@@ -42,7 +48,8 @@ except Exception as e:  # pragma: no cover - torch builds without the compiler s
     inductor_config = None
     _NO_COMPILER = str(e)
 
-PROTOCOLS = ("paper", "fast")
+PROTOCOLS = ("paper", "fast", "whole")
+WHOLE_MAX_VOXELS = 2 ** 26   # protocol="whole": larger (padded) volumes are an error, not an out-of-memory kill
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -249,7 +256,7 @@ def sliding_window_predict(net, image: np.ndarray, task_id, patch_size=(96, 96, 
         patch_size: window size per array axis; each divisible by 16 and >= 32.
         stride: window step per array axis (``protocol="paper"`` only): ``(16, 16, 4)`` is the authors'
             ``stride_xy=16, stride_z=4``.
-        protocol: ``"paper"`` or ``"fast"`` (see below).
+        protocol: ``"paper"``, ``"fast"`` or ``"whole"`` (see below).
         batch_size: windows per forward pass (MONAI's ``sw_batch_size`` for ``"fast"``).
         device: where inputs and accumulators live; ``None`` -> the network's device. The network must
             already be on that device (it is not moved).
@@ -285,6 +292,14 @@ def sliding_window_predict(net, image: np.ndarray, task_id, patch_size=(96, 96, 
     than the patch. It differs from the paper protocol in (1) fewer windows, (2) Gaussian rather than
     uniform weights, favouring window centres, and therefore (3) slightly different probabilities and
     labels near decision boundaries. ``stride`` is ignored by this protocol.
+
+    ``protocol="whole"`` pads every axis with zeros (left ``pad // 2``, as the paper protocol) to the larger
+    of the patch and the next multiple of 16 (the network's downsampling factor), runs the network once on
+    the padded volume (eval mode: BatchNorm uses its running statistics, so nothing depends on the window)
+    and crops the softmax back. Every voxel sees the context of the whole volume instead of a window's, so
+    probabilities differ from the windowed protocols near window borders; ``stride``, ``overlap`` and
+    ``batch_size`` are ignored. Padded volumes above ``WHOLE_MAX_VOXELS`` voxels are an error (use a windowed
+    protocol). For a compiled network each new volume shape is one compilation.
     """
     image = _check_image(image, name)
     patch = check_patch(patch_size, name)
@@ -307,8 +322,10 @@ def sliding_window_predict(net, image: np.ndarray, task_id, patch_size=(96, 96, 
             if any(s < 1 for s in strides):
                 raise VersemiError(f"{name}: stride must be positive, got {strides}")
             probs = _predict_paper(runner, image, patch, strides, int(batch_size), dev, ac)
-        else:
+        elif protocol == "fast":
             probs = _predict_fast(runner, image, patch, overlap, int(batch_size), dev, ac, name)
+        else:
+            probs = _predict_whole(runner, image, patch, dev, ac, name)
         prob_np = [p.cpu().numpy() for p in probs]  # the one transfer per prompt
     labels = [np.argmax(p, axis=0).astype(np.uint8) for p in prob_np]
     if many:
@@ -350,6 +367,29 @@ def _predict_paper(runner, image, patch, strides, batch_size, dev, ac) -> list[t
                 s_map[:, xs:xs + px, ys:ys + py, zs:zs + pz] += o[k]
     crop = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, shape))
     return [(s / count[None])[(slice(None),) + crop] for s in scores]
+
+
+def whole_shape(shape: Sequence[int], patch: Sequence[int], multiple: int = 16) -> tuple[int, int, int]:
+    """The padded shape ``protocol="whole"`` runs the network on: per axis the larger of the patch and the
+    axis length rounded up to ``multiple`` voxels."""
+    return tuple(max(int(p), -(-int(s) // multiple) * multiple) for s, p in zip(shape, patch))
+
+
+def _predict_whole(runner, image, patch, dev, ac, name) -> list[torch.Tensor]:
+    shape = image.shape
+    padded = whole_shape(shape, patch)
+    if math.prod(padded) > WHOLE_MAX_VOXELS:
+        raise VersemiError(f"{name}: volume {tuple(shape)} padded to {padded} has more than {WHOLE_MAX_VOXELS} "
+                           "voxels for protocol='whole'; use protocol='paper' or 'fast' (sliding windows)")
+    pads = _centre_pad(shape, padded)
+    img = torch.from_numpy(np.ascontiguousarray(image)).to(dev)
+    if any(sum(p) for p in pads):
+        img = F.pad(img, [v for p in reversed(pads) for v in p], mode="constant", value=0.0)
+    runner.batch_size = 1
+    with ac:
+        out = runner(img[None, None])
+    crop = (slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, shape))
+    return [o[0].float()[crop] for o in out]
 
 
 def _predict_fast(runner, image, patch, overlap, batch_size, dev, ac, name) -> list[torch.Tensor]:
