@@ -16,8 +16,8 @@ fraction of this machine's attainable FLOP/s that they reach.
 
 Writes ``<out>/flops.csv`` (lines of other profiles kept): ``profile, what, method, gflop, seconds,
 gflop_per_s, of_matmul, of_conv3d`` (the achieved GFLOP/s as a fraction of each attainable rate) with the
-machine's columns. The authors' step is not counted here (their network runs only at f = 16; the ratio of
-FLOPs of their call pattern to ours is in ``bench/train_speed.py``'s notes).
+machine's columns. The authors' step is not counted here: ``bench/train_speed.py`` counts both call patterns
+side by side (``flop_ratio``, ``efficiency_ratio`` in ``train_speed.csv``).
 """
 
 from __future__ import annotations

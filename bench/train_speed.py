@@ -9,7 +9,10 @@ package's network called the authors' way (same arithmetic, same parameter count
 
     python -m bench.train_speed --out results/bench [--quick] [--authors-repo PATH] [--configs 16,96,2 ...]
 
-Writes ``<out>/train_speed.csv`` with seconds per step, the ratio and machine info.
+Writes ``<out>/train_speed.csv`` with seconds per step, the ratio and machine info, and the ratio split into
+its two factors: ``flop_ratio`` (the reference's FLOPs per step over ours, counted by
+``torch.utils.flop_counter``: convolutions and matrix products, forward and backward) and ``efficiency_ratio``
+(``speedup / flop_ratio``: how much faster per FLOP our step runs than the reference's).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.flops import count_flops
 from versemi.losses import dice_loss, foreground_prob, supervised_loss
 from versemi.methods import StepContext, get_method
 from versemi.mixing import box_mask, laux_targets, mix
@@ -156,9 +160,12 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
     for stage in ("stage1", "stage2"):
         s_ref = time_it(run_ref(stage), reps)
         s_ours = time_it(run_ours(stage), reps)
+        g_ref, g_ours = count_flops(run_ref(stage)) / 1e9, count_flops(run_ours(stage)) / 1e9
         rows.append({"what": f"VerSemi {stage} step", "config": f"f={f} patch={patch}^3 batch={batch}+{batch}",
                      "precision": "bf16 autocast" if amp else "fp32",
-                     "reference": ref_name, "reference_s": s_ref, "ours_s": s_ours, "speedup": s_ref / s_ours})
+                     "reference": ref_name, "reference_s": s_ref, "ours_s": s_ours, "speedup": s_ref / s_ours,
+                     "reference_gflop": g_ref, "ours_gflop": g_ours, "flop_ratio": g_ref / g_ours,
+                     "efficiency_ratio": (s_ref / s_ours) / (g_ref / g_ours)})
         print(rows[-1], flush=True)
     return rows
 
@@ -193,7 +200,7 @@ def main(argv=None):
     out = Path(args.out) / "train_speed.csv"
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
-    print(df[["what", "config", "reference_s", "ours_s", "speedup"]].to_string(index=False))
+    print(df[["what", "config", "reference_s", "ours_s", "speedup", "flop_ratio", "efficiency_ratio"]].to_string(index=False))
     return 0
 
 

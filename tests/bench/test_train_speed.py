@@ -17,6 +17,10 @@ def test_train_speed_writes_both_stages_with_the_machine(tmp_path):
     assert (df["ours_s"] > 0).all() and (df["reference_s"] > 0).all()
     assert (df["speedup"] - df["reference_s"] / df["ours_s"]).abs().max() < 1e-9
     assert {"platform", "torch", "cpus"} <= set(df.columns)
+    # the ratio's two factors: the released call pattern costs more FLOPs (one full forward per prompt), the
+    # more so in stage 2 (7 forwards against our 3 backbone passes); efficiency is the rest of the ratio
+    assert (df["flop_ratio"] > 1.2).all() and df["flop_ratio"].iloc[1] > df["flop_ratio"].iloc[0]
+    assert (df["efficiency_ratio"] * df["flop_ratio"] - df["speedup"]).abs().max() < 1e-9
 
 
 @pytest.mark.skipif(not allocator.is_glibc(), reason="glibc only")

@@ -27,3 +27,17 @@ def test_read_bench_and_tables(tmp_path):
     assert math.isnan(B.ratio_of(df, "VerSemi stage2 step", "f=16"))
     with pytest.raises(VersemiError, match="unknown benchmark"):
         B.read_bench(tmp_path, "gpu")
+
+
+def test_fastest_protocol_within_the_dice_tolerance():
+    df = pd.DataFrame({"what": ["paper_eager", "paper_compiled", "fast_eager_overlap0.25", "whole_eager"],
+                       "seconds": [10.0, 5.0, 2.0, 1.0], "ratio": [1.0, 2.0, 5.0, 10.0], "compile_s": [0, 30, 0, 0],
+                       "dice": [90.0, 90.0, 89.8, 89.0], "delta_dice": [0.0, 0.0, -0.2, -1.0],
+                       "max_abs_delta_dice": [0.0, 0.0, 0.6, 3.0], "label_fraction_differing": [0, 0, 0.01, 0.02],
+                       "windows": [24.0, 24.0, 8.0, 3.3]})
+    best = B.fastest_within(df)
+    assert best["what"] == "fast_eager_overlap0.25"          # whole is faster but 1 point off on average
+    assert B.fastest_within(df, tolerance=1.0)["what"] == "whole_eager"
+    assert B.fastest_within(df, tolerance=-1) is None
+    t = B.protocols_table(df)
+    assert list(t.columns)[:3] == ["what", "seconds", "ratio"] and "mean ΔDice" in t and "max |ΔDice|" in t

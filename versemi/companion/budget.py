@@ -1,7 +1,7 @@
 """The budget chapter (notebook ``09_budget``): what a schedule, a step and an evaluation cost, from files.
 
 Everything here reads committed files and never times anything: the benchmark CSVs that ``make bench``
-writes into ``results/bench/`` (``bench/train_speed.py``, ``bench/eval_speed.py``, ``bench/allocator.py``)
+writes into ``results/bench/`` (``bench/train_speed.py``, ``bench/eval_speed.py``, ``bench/allocator.py``, ``bench/protocols.py``)
 and the learning-curve study (``versemi study run curves``, :mod:`versemi.studies`). Each table keeps the
 machine columns of its CSV, so a page always says where a number was measured.
 """
@@ -15,11 +15,14 @@ import pandas as pd
 from versemi.utils import VersemiError
 
 MACHINE = ("platform", "torch", "cpus", "cuda")
-BENCH_FILES = {"train": "train_speed.csv", "eval": "eval_speed.csv", "allocator": "allocator.csv"}
+BENCH_FILES = {"train": "train_speed.csv", "eval": "eval_speed.csv", "allocator": "allocator.csv",
+               "protocols": "protocols.csv"}
+DICE_TOLERANCE = 0.5   # points: issue 12's bound on the mean Dice difference of a fast protocol
 
 
 def read_bench(bench_dir, name: str) -> pd.DataFrame | None:
-    """The committed benchmark CSV ``name`` (train | eval | allocator) of ``bench_dir``; None when absent."""
+    """The committed benchmark CSV ``name`` (train | eval | allocator | protocols) of ``bench_dir``; None when
+    absent."""
     try:
         path = Path(bench_dir) / BENCH_FILES[name]
     except KeyError:
@@ -37,9 +40,12 @@ def machine_of(df: pd.DataFrame) -> str:
 
 def train_speed_table(df: pd.DataFrame) -> pd.DataFrame:
     """One line per step and configuration: the reference's and this package's seconds per step and the
-    ratio (reference / ours), with what the reference is."""
-    out = df[["what", "config", "reference", "reference_s", "ours_s", "speedup"]].copy()
-    return out.rename(columns={"reference_s": "reference s/step", "ours_s": "ours s/step", "speedup": "ratio"})
+    ratio (reference / ours), with what the reference is; where the CSV has them, the ratio's two factors
+    (reference FLOPs / ours, and the rest: per-FLOP efficiency)."""
+    cols = ["what", "config", "reference", "reference_s", "ours_s", "speedup", "flop_ratio", "efficiency_ratio"]
+    out = df[[c for c in cols if c in df]].copy()
+    return out.rename(columns={"reference_s": "reference s/step", "ours_s": "ours s/step", "speedup": "ratio",
+                               "flop_ratio": "FLOP ratio", "efficiency_ratio": "efficiency ratio"})
 
 
 def allocator_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -62,3 +68,22 @@ def ratio_of(df: pd.DataFrame, what: str, config_contains: str = "", column: str
     ``config_contains`` (NaN when there is none)."""
     sel = df[(df["what"] == what) & df["config"].astype(str).str.contains(config_contains, regex=False)]
     return float(sel[column].iloc[0]) if len(sel) else float("nan")
+
+
+def protocols_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per evaluation protocol on the trained run of ``bench/protocols.py``: seconds over the test
+    cases, the ratio to the paper protocol (eager), compilation seconds, mean Dice (%), the mean and the
+    largest per-case Dice difference to the paper protocol (points), the fraction of voxels labelled
+    differently, and the network evaluations spent (in patches)."""
+    cols = ["what", "seconds", "ratio", "compile_s", "dice", "delta_dice", "max_abs_delta_dice",
+            "label_fraction_differing", "windows"]
+    out = df[[c for c in cols if c in df]].copy()
+    return out.rename(columns={"delta_dice": "mean ΔDice", "max_abs_delta_dice": "max |ΔDice|",
+                               "label_fraction_differing": "labels differing", "windows": "patches evaluated"})
+
+
+def fastest_within(df: pd.DataFrame, tolerance: float = DICE_TOLERANCE) -> pd.Series | None:
+    """The fastest protocol of ``bench/protocols.py``'s table whose mean Dice difference to the paper
+    protocol is within ``tolerance`` points (the paper protocol itself excluded); None when none is."""
+    ok = df[(df["what"] != "paper_eager") & (df["delta_dice"].abs() <= tolerance)]
+    return None if ok.empty else ok.sort_values("ratio", ascending=False).iloc[0]
