@@ -12,7 +12,11 @@ package's network called the authors' way (same arithmetic, same parameter count
 Writes ``<out>/train_speed.csv`` with seconds per step, the ratio and machine info, and the ratio split into
 its two factors: ``flop_ratio`` (the reference's FLOPs per step over ours, counted by
 ``torch.utils.flop_counter``: convolutions and matrix products, forward and backward) and ``efficiency_ratio``
-(``speedup / flop_ratio``: how much faster per FLOP our step runs than the reference's).
+(``speedup / flop_ratio``: how much faster per FLOP our step runs than the reference's). Both sides compute
+the released step (stage 2: ``P_agg`` not detached, the broadcast labeled-region term; ours with
+``options.authors_stage2``), and each row carries ``loss_abs_diff`` / ``grad_rel_diff``: the two steps' loss
+and gradients on the same weights and inputs (:func:`step_equivalence`), so that the speed is never bought by
+computing something else.
 """
 
 from __future__ import annotations
@@ -95,8 +99,47 @@ def authors_stage2_step(net, x, y, t, xu, rng):
     xm = mix(xu, x, mu)
     p5 = foreground_prob(net(xm, 5))
     agg = torch.stack([foreground_prob(net(xm, k)) for k in (1, 2, 3, 4)]).amax(0)
+    cube = 1 - mu   # the released labeled-region term: (B,1,...) x (B,...) broadcasts to a B x B product
     return (supervised_loss(out, y) + dice_loss(foreground_prob(o_sup5), mix(y[:h].float(), y[h:].float(), m))
-            + dice_loss(p5, agg) + dice_loss(p5 * (1 - mu), y.float() * (1 - mu)))
+            + dice_loss(p5, agg) + dice_loss(cube[:, None] * p5[None], cube[:, None] * y.float()[None]))
+
+
+def step_equivalence(f: int, patch: int, batch: int, device) -> dict[str, tuple[float, float]]:
+    """Per stage: (largest |loss difference|, largest gradient difference over all parameters relative to the
+    largest gradient entry; conv biases before a BatchNorm have gradients of float noise only, so a
+    per-parameter relative measure would compare noise with noise) between this package's training step (``VerSemi.train_step`` with the released
+    stage-2 variant, back-propagated pass by pass) and the released call pattern (:func:`authors_stage1_step`,
+    :func:`authors_stage2_step`: one full forward per prompt, one backward) on the same network weights,
+    inputs and random draws. SGD with learning rate 0 keeps the weights, so the gradients can be read after
+    the step."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
+    y = (torch.rand(batch, patch, patch, patch, generator=g) > 0.8).long().to(device)
+    xu = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
+    t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4)).to(device)
+    method = get_method("versemi", {"authors_stage2": True})
+    out = {}
+    for stage in ("stage1", "stage2"):
+        torch.manual_seed(0)
+        ours = VerSemiNet(n_filters=f).to(device).train()
+        ref = VerSemiNet(n_filters=f).to(device).train()
+        ref.load_state_dict(ours.state_dict())
+        opt = torch.optim.SGD(ours.parameters(), lr=0.0)
+        ctx = StepContext(nets={"net": ours}, optimizers={"net": opt}, stage=stage, step=0, stage_step=0,
+                          stage_steps=10, rng=np.random.default_rng(0), options=method.options)
+        loss_ours = float(method.train_step(ctx, {"image": x, "label": y, "task": t},
+                                            {"image": xu, "label": y, "task": t})["loss"])
+        rng, call = np.random.default_rng(0), AuthorsCall(ref, authors=False)
+        loss_ref = (authors_stage1_step(call, x, y, t, rng) if stage == "stage1"
+                    else authors_stage2_step(call, x, y, t, xu, rng))
+        loss_ref.backward()
+        diff = scale = 0.0
+        for a, b in zip(ours.parameters(), ref.parameters()):
+            ga = a.grad if a.grad is not None else torch.zeros_like(a)
+            gb = b.grad if b.grad is not None else torch.zeros_like(b)
+            diff, scale = max(diff, float((ga - gb).abs().max())), max(scale, float(gb.abs().max()))
+        out[stage] = (abs(loss_ours - float(loss_ref)), diff / (scale or 1.0))
+    return out
 
 
 def time_it(fn, reps: int) -> float:
@@ -130,7 +173,7 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
     xu = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
     t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4)).to(device)
     lab, unlab = {"image": x, "label": y, "task": t}, {"image": xu, "label": y, "task": t}
-    method = get_method("versemi")
+    method = get_method("versemi", {"authors_stage2": True})   # the released stage 2, as the reference computes
     opt_o = torch.optim.Adam(ours.parameters(), 1e-3, betas=(0.5, 0.999))
     opt_r = torch.optim.Adam(ref.parameters(), 1e-3, betas=(0.5, 0.999))
 
@@ -139,10 +182,7 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
             ctx = StepContext(nets={"net": ours}, optimizers={"net": opt_o}, stage=stage, step=0, stage_step=0,
                               stage_steps=10, rng=np.random.default_rng(0), options=method.options)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = method.step(ctx, lab, unlab)["loss"]
-            opt_o.zero_grad()
-            loss.backward()
-            opt_o.step()
+                method.train_step(ctx, lab, unlab)   # the trainer's step: back-propagated pass by pass
         return fn
 
     def run_ref(stage):
@@ -156,6 +196,7 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
             opt_r.step()
         return fn
 
+    same = step_equivalence(f, patch, batch, device)
     rows = []
     for stage in ("stage1", "stage2"):
         s_ref = time_it(run_ref(stage), reps)
@@ -165,7 +206,8 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
                      "precision": "bf16 autocast" if amp else "fp32",
                      "reference": ref_name, "reference_s": s_ref, "ours_s": s_ours, "speedup": s_ref / s_ours,
                      "reference_gflop": g_ref, "ours_gflop": g_ours, "flop_ratio": g_ref / g_ours,
-                     "efficiency_ratio": (s_ref / s_ours) / (g_ref / g_ours)})
+                     "efficiency_ratio": (s_ref / s_ours) / (g_ref / g_ours),
+                     "loss_abs_diff": same[stage][0], "grad_rel_diff": same[stage][1]})
         print(rows[-1], flush=True)
     return rows
 

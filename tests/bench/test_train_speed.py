@@ -21,6 +21,8 @@ def test_train_speed_writes_both_stages_with_the_machine(tmp_path):
     # more so in stage 2 (7 forwards against our 3 backbone passes); efficiency is the rest of the ratio
     assert (df["flop_ratio"] > 1.2).all() and df["flop_ratio"].iloc[1] > df["flop_ratio"].iloc[0]
     assert (df["efficiency_ratio"] * df["flop_ratio"] - df["speedup"]).abs().max() < 1e-9
+    # and it computes the same: losses and gradients of our pass-by-pass step equal the released call pattern's
+    assert (df["loss_abs_diff"] < 1e-5).all() and (df["grad_rel_diff"] < 1e-4).all(), df
 
 
 @pytest.mark.skipif(not allocator.is_glibc(), reason="glibc only")

@@ -61,3 +61,42 @@ def test_without_the_synthetic_task_prompt_5_is_never_trained():
         out["loss"].backward()
         assert net.static_heads.grad[4].abs().sum() == 0 and net.static_heads.grad[:4].abs().sum() > 0
     assert set(out) == {"loss", "sup"}
+
+
+def test_pass_by_pass_update_equals_the_single_graph_update():
+    """train_step back-propagates each backbone pass on its own: the same losses, gradients, BatchNorm
+    running statistics and updated weights as one backward of step()'s whole graph (float tolerance)."""
+    import copy
+
+    import numpy as np
+
+    from versemi.methods import StepContext
+
+    lab, unlab = batch(4, 1, [1, 2, 3, 4]), batch(4, 2, [2, 3, 4, 1])
+    for options, stage in [({}, "stage1"), ({}, "stage2"), ({"authors_stage2": True}, "stage2"),
+                           ({"laux": False}, "stage1"), ({"syn": False}, "stage2")]:
+        torch.manual_seed(0)
+        nets = [VerSemiNet(n_filters=4).train()]
+        nets.append(copy.deepcopy(nets[0]))
+        # SGD: the update is linear in the gradient (Adam's first step is lr * sign(g) and would magnify the
+        # float noise of near-zero gradients into lr-sized differences)
+        opts = [torch.optim.SGD(n.parameters(), 0.1) for n in nets]
+        method = get_method("versemi", options)
+
+        c = [StepContext(nets={"net": n}, optimizers={"net": o}, stage=stage, step=0, stage_step=0, stage_steps=10,
+                         rng=np.random.default_rng(7), options=method.options) for n, o in zip(nets, opts)]
+        by_pass = method.train_step(c[0], lab, unlab)
+        grads = {k: p.grad.clone() for k, p in nets[0].named_parameters() if p.grad is not None}
+        whole = method.step(c[1], lab, unlab)
+        opts[1].zero_grad(set_to_none=True)
+        whole["loss"].backward()
+        grads_whole = {k: p.grad.clone() for k, p in nets[1].named_parameters() if p.grad is not None}
+        opts[1].step()
+        assert set(by_pass) == set(whole)
+        for k in whole:
+            torch.testing.assert_close(by_pass[k], whole[k].detach(), rtol=1e-5, atol=1e-6)
+        assert grads.keys() == grads_whole.keys() and grads
+        for k in grads:
+            torch.testing.assert_close(grads[k], grads_whole[k], rtol=1e-4, atol=1e-6)
+        for (k, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{options} {stage}: {k}")

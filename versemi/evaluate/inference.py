@@ -9,11 +9,12 @@ Two protocols share one entry point, :func:`sliding_window_predict`:
   overlap-defined stride;
 * ``protocol="whole"`` runs the fully convolutional network once on the whole volume (zero padded to a
   multiple of 16 voxels per axis, and to at least the patch): no window overlaps at all, so it costs about
-  the volume's voxels instead of the windows' (``bench/eval_speed.py``: its speed and its Dice against the
-  paper protocol on a trained run's real test cases).
+  the volume's voxels instead of the windows'. It is a measurement, not a recommendation: a network trained
+  on patches sees another context on a whole volume, and ``bench/protocols.py`` (``results/bench/protocols.csv``)
+  measures how far its Dice then moves from the paper protocol's on a trained run's real test cases.
 
 The fast and whole protocols are offered beside the paper protocol, never substituted for it; the
-difference between them is measured by ``bench/eval_speed.py``.
+difference between them is measured by ``bench/eval_speed.py`` and ``bench/protocols.py``.
 
 Either protocol can run the network through ``torch.compile`` with frozen weights (``compile=True``):
 the same windows and arithmetic, about twice as fast per window on a CPU, float32 rounding differences

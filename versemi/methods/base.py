@@ -116,7 +116,12 @@ class StepContext:
             raise TrainingDiverged(f"{self.where}: non-finite loss at step {self.step} (stage {self.stage}); "
                                    f"non-finite terms: {', '.join(bad)}; last good checkpoint kept in {self.where}")
         loss.backward()
-        if self.world > 1 and params is not None:
+        if params is not None:
+            self.average_gradients(params)
+
+    def average_gradients(self, params) -> None:
+        """Under ``torch.distributed``, average the gradients of ``params`` over the processes (else nothing)."""
+        if self.world > 1:
             for p in params:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)

@@ -72,9 +72,46 @@ class VerSemi(Method):
         return [("stage1", n1), ("stage2", max(1, steps - n1))]
 
     def step(self, ctx: StepContext, lab: dict, unlab: dict | None):
+        """Every term of the step in one graph (the losses of the module docstring)."""
+        terms: dict = {}
+        for one_pass in self.passes(ctx, lab, unlab):
+            terms.update(one_pass())
+        return _total(terms)
+
+    def train_step(self, ctx: StepContext, lab: dict, unlab: dict | None):
+        """The step's update, back-propagated pass by pass: each backbone pass's terms are differentiated as
+        soon as they are computed, so that only one pass's activations are alive at a time (stage 1: the
+        labeled batch, then its mix; stage 2: also the unlabeled mix), and the optimiser steps once on the
+        accumulated gradients. The loss is a sum of per-pass terms and the weights do not change between the
+        passes, so the gradients are those of :meth:`step`'s single graph up to the order of float additions,
+        and the BatchNorm running statistics see the same forward passes in the same order (tested); the peak
+        memory is the largest pass's instead of their sum."""
+        opt = ctx.optimizers["net"]
+        opt.zero_grad(set_to_none=True)
+        terms: dict = {}
+        for one_pass in self.passes(ctx, lab, unlab):
+            with ctx.autocast():
+                part = one_pass()
+            if part:
+                ctx.backward(_total(part))
+                terms.update({k: v.detach() for k, v in part.items()})
+        ctx.average_gradients([p for g in opt.param_groups for p in g["params"]])
+        opt.step()
+        return _total(terms)
+
+    def passes(self, ctx: StepContext, lab: dict, unlab: dict | None) -> list:
+        """The step as a list of callables, one per backbone pass, each returning the dict of the terms that
+        pass produces; called in order (masks and mixing ratios are drawn from ``ctx.rng`` inside them)."""
+        o = self.options
+        x, y, t = lab["image"], lab["label"], lab["task"]
+        sup = [lambda: {"sup": supervised_loss(ctx.net(x, t), y)}]
         if ctx.stage == "stage1":
-            return self._stage1(ctx, lab)
-        return self._stage2(ctx, lab, unlab)
+            return sup + [lambda: self._mixed_terms(ctx, x, y, t, o["mask_ratio"], with_aux=True)]
+        lo, hi = o["unlab_ratio_range"]
+        passes = sup + [lambda: self._mixed_terms(ctx, x, y, t, float(ctx.rng.uniform(lo, hi)), with_aux=False)]
+        if o["syn"]:   # without prompt T+1 nothing learns from the unlabeled data: L_sup only
+            passes.append(lambda: self._unlabeled_terms(ctx, lab, unlab))
+        return passes
 
     # ------------------------------------------------------------------
     def _mixed_terms(self, ctx: StepContext, x, y, t, ratio: float, with_aux: bool) -> dict:
@@ -97,22 +134,12 @@ class VerSemi(Method):
             out["aux"] = aux_loss(logits_a, logits_b, ta, tb)
         return out
 
-    def _stage1(self, ctx: StepContext, lab: dict):
-        x, y, t = lab["image"], lab["label"], lab["task"]
-        sup = supervised_loss(ctx.net(x, t), y)
-        terms = {"sup": sup, **self._mixed_terms(ctx, x, y, t, self.options["mask_ratio"], with_aux=True)}
-        return _total(terms)
-
-    def _stage2(self, ctx: StepContext, lab: dict, unlab: dict | None):
+    def _unlabeled_terms(self, ctx: StepContext, lab: dict, unlab: dict) -> dict:
+        """Stage 2's L_unsup and L_lab on an unlabeled-labeled mix (one backbone pass)."""
         o = self.options
         net = ctx.net
-        x, y, t = lab["image"], lab["label"], lab["task"]
-        sup = supervised_loss(net(x, t), y)
+        x, y = lab["image"], lab["label"]
         lo, hi = o["unlab_ratio_range"]
-        terms = {"sup": sup, **self._mixed_terms(ctx, x, y, t, float(ctx.rng.uniform(lo, hi)), with_aux=False)}
-        if not o["syn"]:
-            return _total(terms)   # without prompt T+1 nothing learns from the unlabeled data: L_sup only
-
         xu = unlab["image"]
         n = min(xu.shape[0], x.shape[0])
         mu = box_mask(n, tuple(x.shape[2:]), float(ctx.rng.uniform(lo, hi)), ctx.rng, device=x.device)
@@ -124,7 +151,7 @@ class VerSemi(Method):
         else:
             with torch.no_grad():
                 p_agg = aggregate_prompts([foreground_prob(net.head(feats, k)) for k in prompts])
-        terms["unsup"] = dice_loss(p_syn, p_agg)  # L_unsup = Dice(F(x_u,mix, T+1), P_agg)
+        terms = {"unsup": dice_loss(p_syn, p_agg)}  # L_unsup = Dice(F(x_u,mix, T+1), P_agg)
         cube = 1 - mu
         yl = y[:n].float()
         if o["authors_stage2"]:
@@ -132,7 +159,7 @@ class VerSemi(Method):
             terms["lab"] = dice_loss(cube[:, None] * p_syn[None], cube[:, None] * yl[None])
         else:
             terms["lab"] = dice_loss(p_syn * cube, yl * cube)
-        return _total(terms)
+        return terms
 
 
 def _total(terms: dict) -> dict:
