@@ -160,10 +160,12 @@ def main(argv=None) -> int:
     if args.run:
         if not args.data:
             raise SystemExit("--run needs --data (the prepared data folder of the run)")
-        run_dir, prepared, what = Path(args.run), Path(args.data), f"run {args.run}"
+        run_dir, prepared, what = Path(args.run), Path(args.data), None
     else:
         run_dir, prepared, what = trained_run(args.la_dir, args.data_dir, args.runs, args.quick, args.device)
     net, cfg = load_run_net(run_dir, device=args.device)
+    if what is None:
+        what = f"{cfg.profile} profile, data {prepared.name}"
     frames = []
     for ds in cfg.datasets:
         sub = copy.copy(cfg)
