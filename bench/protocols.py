@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from versemi.config import make_config
+from versemi.config import data_note, make_config
 from versemi.evaluate.inference import sliding_window_predict, whole_shape, window_starts
 from versemi.evaluate.metrics import case_metrics
 from versemi.provenance import machine as machine_info
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         run_dir, prepared, what = trained_run(args.la_dir, args.data_dir, args.runs, args.quick, args.device)
     net, cfg = load_run_net(run_dir, device=args.device)
     if what is None:
-        what = f"{cfg.profile} profile, data {prepared.name}"
+        what = data_note(cfg.profile)
     frames = []
     for ds in cfg.datasets:
         sub = copy.copy(cfg)
