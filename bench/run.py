@@ -16,6 +16,7 @@ from bench import (
     eval_speed,
     flops,
     head_costs,
+    memory,
     method_costs,
     method_resources,
     protocols,
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
         rc |= protocols.main(["--out", args.out, *(["--la-dir", args.la_dir] if args.la_dir else ["--quick"])]) or 0
     else:
         print("bench.protocols skipped: it needs --la-dir (the real LA folder) for its trained run", file=sys.stderr)
+    # both stages' peak memory and time at the paper's batch, each side in its own process (~15 min on 2 cores)
+    rc |= memory.main(["--out", args.out, *extra] + (["--authors-repo", args.authors_repo] if args.authors_repo else [])) or 0
     rc |= head_costs.main(["--out", args.out, *extra]) or 0
     rc |= method_costs.main(["--out", args.out, *extra]) or 0
     rc |= allocator.main(["--out", args.out, *extra]) or 0

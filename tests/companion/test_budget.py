@@ -41,3 +41,14 @@ def test_fastest_protocol_within_the_dice_tolerance():
     assert B.fastest_within(df, tolerance=-1) is None
     t = B.protocols_table(df)
     assert list(t.columns)[:3] == ["what", "seconds", "ratio"] and "mean ΔDice" in t and "max |ΔDice|" in t
+
+
+def test_memory_table_compares_equal_batches_only():
+    df = pd.DataFrame({"side": ["ours (VerSemi.train_step)", "released call pattern"] * 2,
+                       "stage": ["stage1", "stage1", "stage2", "stage2"], "config": ["f=16 patch=96^3"] * 4,
+                       "batch": ["8+8", "8+8", "8+8", "4+4"], "peak_rss_gb": [6.0, 15.0, 8.0, 14.0],
+                       "peak_above_start_gb": [5.0, 14.0, 7.0, 13.0], "step_s": [20.0, 60.0, 30.0, 50.0]})
+    t = B.memory_table(df)
+    frac = t["ours / released (peak above start)"]
+    assert abs(frac.iloc[0] - 5 / 14) < 1e-12 and abs(frac.iloc[1] - 5 / 14) < 1e-12
+    assert frac.iloc[2:].isna().all()          # stage 2 ran at different batches: no ratio

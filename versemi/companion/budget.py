@@ -1,7 +1,8 @@
 """The budget chapter (notebook ``09_budget``): what a schedule, a step and an evaluation cost, from files.
 
 Everything here reads committed files and never times anything: the benchmark CSVs that ``make bench``
-writes into ``results/bench/`` (``bench/train_speed.py``, ``bench/eval_speed.py``, ``bench/allocator.py``, ``bench/protocols.py``)
+writes into ``results/bench/`` (``bench/train_speed.py``, ``bench/eval_speed.py``, ``bench/allocator.py``, ``bench/protocols.py``,
+``bench/memory.py``)
 and the learning-curve study (``versemi study run curves``, :mod:`versemi.studies`). Each table keeps the
 machine columns of its CSV, so a page always says where a number was measured.
 """
@@ -16,13 +17,13 @@ from versemi.utils import VersemiError
 
 MACHINE = ("platform", "torch", "cpus", "cuda")
 BENCH_FILES = {"train": "train_speed.csv", "eval": "eval_speed.csv", "allocator": "allocator.csv",
-               "protocols": "protocols.csv"}
+               "protocols": "protocols.csv", "memory": "memory.csv"}
 DICE_TOLERANCE = 0.5   # points: issue 12's bound on the mean Dice difference of a fast protocol
 
 
 def read_bench(bench_dir, name: str) -> pd.DataFrame | None:
-    """The committed benchmark CSV ``name`` (train | eval | allocator | protocols) of ``bench_dir``; None when
-    absent."""
+    """The committed benchmark CSV ``name`` (train | eval | allocator | protocols | memory) of ``bench_dir``;
+    None when absent."""
     try:
         path = Path(bench_dir) / BENCH_FILES[name]
     except KeyError:
@@ -87,3 +88,18 @@ def fastest_within(df: pd.DataFrame, tolerance: float = DICE_TOLERANCE) -> pd.Se
     protocol is within ``tolerance`` points (the paper protocol itself excluded); None when none is."""
     ok = df[(df["what"] != "paper_eager") & (df["delta_dice"].abs() <= tolerance)]
     return None if ok.empty else ok.sort_values("ratio", ascending=False).iloc[0]
+
+
+def memory_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per side and stage of ``bench/memory.py``: the batch that ran, the process's peak RSS and the
+    peak above its start (GB), and seconds per step; with, per stage, our peak above start as a fraction of
+    the released call pattern's (when both ran at the same batch)."""
+    out = df[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s"]].copy()
+    frac = {}
+    for stage, g in df.groupby("stage"):
+        ours, ref = g[g["side"].str.startswith("ours")], g[~g["side"].str.startswith("ours")]
+        if len(ours) and len(ref) and ours["batch"].iloc[0] == ref["batch"].iloc[0]:
+            frac[stage] = float(ours["peak_above_start_gb"].iloc[0] / ref["peak_above_start_gb"].iloc[0])
+    out["ours / released (peak above start)"] = out["stage"].map(frac)
+    return out.rename(columns={"peak_rss_gb": "peak RSS GB", "peak_above_start_gb": "peak above start GB",
+                               "step_s": "s/step"})

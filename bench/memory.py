@@ -1,0 +1,136 @@
+"""Peak memory and time of one VerSemi training step, ours against the released call pattern, each in its own
+process.
+
+    python -m bench.memory --out results/bench [--configs 16,96,8] [--steps 2] [--authors-repo PATH]
+                           [--authors-stage2-batch 4]
+
+Issue 12's target 3: at the paper configuration (f = 16, 96^3, 8 labeled + 8 unlabeled) both stages of this
+package's step (``VerSemi.train_step``: back-propagated pass by pass, the released stage-2 variant) and the
+released call pattern (``bench/train_speed.py``'s ``authors_stage1_step`` / ``authors_stage2_step``: one full
+forward per prompt, one backward; the authors' own ``VNet`` with ``--authors-repo``). Each (side, stage) runs
+in a fresh child process under the entry points' allocator setting (``versemi/allocator.py``): a warm-up
+step, then ``steps`` timed steps; the child's peak RSS (``os.wait4``) and the peak above the process after
+building the network and the batch are recorded. The released stage 2 at the paper's batch needs more memory
+than a 24 GiB machine has, so its batch is ``--authors-stage2-batch`` (the row says which batch ran).
+
+Writes ``<out>/memory.csv``: ``side, stage, config, batch, peak_rss_gb, peak_above_start_gb, step_s``
+(median of the timed steps), ``steps``, with the machine's columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from versemi.provenance import machine as machine_info
+from versemi.utils import atomic_path
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np, torch
+from versemi import allocator
+allocator.configure()
+torch.set_num_threads(int(sys.argv[7]))
+from bench.train_speed import AuthorsCall, authors_stage1_step, authors_stage2_step, load_authors_vnet
+from versemi.methods import StepContext, get_method
+from versemi.model import VerSemiNet
+side, stage, f, patch, batch, steps, _, repo, out = sys.argv[1:10]
+f, patch, batch, steps = int(f), int(patch), int(batch), int(steps)
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)
+x = torch.randn(batch, 1, patch, patch, patch, generator=g)
+y = (torch.rand(batch, patch, patch, patch, generator=g) > 0.8).long()
+xu = torch.randn(batch, 1, patch, patch, patch, generator=g)
+t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4))
+if side == "ours":
+    net = VerSemiNet(n_filters=f).train()
+    method = get_method("versemi", {"authors_stage2": True})
+    opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999))
+    def step(i):
+        ctx = StepContext(nets={"net": net}, optimizers={"net": opt}, stage=stage, step=i, stage_step=i,
+                          stage_steps=10, rng=np.random.default_rng(i), options=method.options)
+        method.train_step(ctx, {"image": x, "label": y, "task": t}, {"image": xu, "label": y, "task": t})
+else:
+    inner = load_authors_vnet(repo)(n_classes=2, n_branches=1) if repo != "-" and f == 16 else VerSemiNet(n_filters=f)
+    net = AuthorsCall(inner, authors=repo != "-" and f == 16).train()
+    opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999))
+    def step(i):
+        rng = np.random.default_rng(i)
+        loss = authors_stage1_step(net, x, y, t, rng) if stage == "stage1" else authors_stage2_step(net, x, y, t, xu, rng)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step(0)
+times = []
+for i in range(1, steps + 1):
+    t0 = time.perf_counter()
+    step(i)
+    times.append(time.perf_counter() - t0)
+json.dump({"start_kb": start, "step_s": float(np.median(times))}, open(out, "w"))
+"""
+
+
+def measure(side: str, stage: str, f: int, patch: int, batch: int, steps: int, threads: int,
+            authors_repo: str | None) -> dict:
+    """One (side, stage) in a fresh child process: its peak RSS, the peak above its start, and the median
+    step time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "child.json"
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        child = subprocess.Popen([sys.executable, "-c", CHILD, side, stage, str(f), str(patch), str(batch),
+                                  str(steps), str(threads), authors_repo or "-", str(out)],
+                                 env=env, cwd=Path(__file__).resolve().parents[1])
+        _, status, ru = os.wait4(child.pid, 0)
+        if status != 0 or not out.is_file():
+            raise RuntimeError(f"bench.memory: the {side} {stage} child (f={f}, {patch}^3, batch {batch}) failed "
+                               f"with status {status}")
+        res = json.loads(out.read_text())
+    peak_kb = ru.ru_maxrss
+    return {"side": "ours (VerSemi.train_step)" if side == "ours" else "released call pattern", "stage": stage,
+            "config": f"f={f} patch={patch}^3", "batch": f"{batch}+{batch}", "peak_rss_gb": peak_kb / 2 ** 20,
+            "peak_above_start_gb": (peak_kb - res["start_kb"]) / 2 ** 20, "step_s": res["step_s"], "steps": steps,
+            "threads": threads}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--configs", nargs="+", default=["16,96,8"], metavar="F,PATCH,BATCH")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--authors-repo", default=os.environ.get("VERSEMI_AUTHORS_REPO"))
+    ap.add_argument("--authors-stage2-batch", type=int, default=4,
+                    help="the released stage 2's batch (its paper batch does not fit 24 GiB)")
+    ap.add_argument("--quick", action="store_true", help="f=4, 32^3, batch 2, one step")
+    args = ap.parse_args(argv)
+    configs = ["4,32,2"] if args.quick else args.configs
+    steps = 1 if args.quick else args.steps
+    rows = []
+    for c in configs:
+        f, patch, batch = (int(v) for v in c.split(","))
+        for stage in ("stage1", "stage2"):
+            rows.append(measure("ours", stage, f, patch, batch, steps, args.threads, args.authors_repo))
+            b_ref = min(batch, args.authors_stage2_batch) if stage == "stage2" and not args.quick else batch
+            rows.append(measure("authors", stage, f, patch, b_ref, steps, args.threads, args.authors_repo))
+            print(rows[-2], rows[-1], sep="\n", flush=True)
+    df = pd.DataFrame(rows)
+    for k, v in machine_info().items():
+        df[k] = v
+    path = Path(args.out) / "memory.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False)
+    print(df[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s"]].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
