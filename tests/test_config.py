@@ -46,6 +46,14 @@ def test_make_config_layers_profile_method_settings_and_overrides():
     assert (v.head, v.steps, v.optimizer, v.options) == ("dynamic", 10, "adam", {"laux": False})
     with pytest.raises(VersemiError, match="unknown config key"):
         make_config("versemi", "demo", stepz=3)
+    # BCP pre-trains half of a demo run (issue 13); the paper profile keeps the released 2,000 of 17,000
+    from versemi.methods import get_method
+
+    b = make_config("bcp", "demo", datasets=("lung",))
+    assert b.options == {"pretrain_fraction": 0.5}
+    assert [n for _, n in get_method("bcp", b.options).stages(b.steps)] == [b.steps // 2, b.steps - b.steps // 2]
+    bp = make_config("bcp", "paper")
+    assert bp.options == {} and get_method("bcp", bp.options).stages(bp.steps)[0][1] == round(bp.steps * 2000 / 17000)
 
 
 def test_names_come_from_fields():
