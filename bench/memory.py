@@ -14,7 +14,8 @@ building the network and the batch are recorded. The released stage 2 at the pap
 than a 24 GiB machine has, so its batch is ``--authors-stage2-batch`` (the row says which batch ran).
 
 Writes ``<out>/memory.csv``: ``side, stage, config, batch, peak_rss_gb, peak_above_start_gb, step_s``
-(median of the timed steps), ``steps``, with the machine's columns.
+(median of the timed steps), ``steps``, ``status``, with the machine's columns; the file is rewritten after
+every child.
 """
 
 from __future__ import annotations
@@ -89,15 +90,18 @@ def measure(side: str, stage: str, f: int, patch: int, batch: int, steps: int, t
                                   str(steps), str(threads), authors_repo or "-", str(out)],
                                  env=env, cwd=Path(__file__).resolve().parents[1])
         _, status, ru = os.wait4(child.pid, 0)
-        if status != 0 or not out.is_file():
-            raise RuntimeError(f"bench.memory: the {side} {stage} child (f={f}, {patch}^3, batch {batch}) failed "
-                               f"with status {status}")
-        res = json.loads(out.read_text())
+        res = json.loads(out.read_text()) if status == 0 and out.is_file() else None
     peak_kb = ru.ru_maxrss
-    return {"side": "ours (VerSemi.train_step)" if side == "ours" else "released call pattern", "stage": stage,
-            "config": f"f={f} patch={patch}^3", "batch": f"{batch}+{batch}", "peak_rss_gb": peak_kb / 2 ** 20,
-            "peak_above_start_gb": (peak_kb - res["start_kb"]) / 2 ** 20, "step_s": res["step_s"], "steps": steps,
-            "threads": threads}
+    row = {"side": "ours (VerSemi.train_step)" if side == "ours" else "released call pattern", "stage": stage,
+           "config": f"f={f} patch={patch}^3", "batch": f"{batch}+{batch}", "peak_rss_gb": peak_kb / 2 ** 20,
+           "peak_above_start_gb": float("nan"), "step_s": float("nan"), "steps": steps, "threads": threads,
+           "status": "ran"}
+    if res is None:   # e.g. killed by the kernel's out-of-memory killer (signal 9)
+        row["status"] = (f"killed by signal {os.WTERMSIG(status)} (out of memory?)" if os.WIFSIGNALED(status)
+                         else f"failed with exit status {os.waitstatus_to_exitcode(status)}")
+        return row
+    row.update(peak_above_start_gb=(peak_kb - res["start_kb"]) / 2 ** 20, step_s=res["step_s"])
+    return row
 
 
 def main(argv=None) -> int:
@@ -114,21 +118,35 @@ def main(argv=None) -> int:
     configs = ["4,32,2"] if args.quick else args.configs
     steps = 1 if args.quick else args.steps
     rows = []
+    path = Path(args.out) / "memory.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():   # after every child: a later out-of-memory kill loses nothing measured before it
+        df = pd.DataFrame(rows)
+        for k, v in machine_info().items():
+            df[k] = v
+        with atomic_path(path, suffix=".csv") as tmp:
+            df.to_csv(tmp, index=False)
+        return df
+
     for c in configs:
         f, patch, batch = (int(v) for v in c.split(","))
         for stage in ("stage1", "stage2"):
             rows.append(measure("ours", stage, f, patch, batch, steps, args.threads, args.authors_repo))
+            save()
+            # the released stage 2: the paper's batch does not fit; from --authors-stage2-batch down to the
+            # largest that runs (each batch that was killed keeps its row)
             b_ref = min(batch, args.authors_stage2_batch) if stage == "stage2" and not args.quick else batch
-            rows.append(measure("authors", stage, f, patch, b_ref, steps, args.threads, args.authors_repo))
-            print(rows[-2], rows[-1], sep="\n", flush=True)
-    df = pd.DataFrame(rows)
-    for k, v in machine_info().items():
-        df[k] = v
-    path = Path(args.out) / "memory.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False)
-    print(df[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s"]].to_string(index=False))
+            while True:
+                rows.append(measure("authors", stage, f, patch, b_ref, steps, args.threads, args.authors_repo))
+                save()
+                if rows[-1]["status"] == "ran" or b_ref <= 1:
+                    break
+                b_ref //= 2
+            print(*rows[-2:], sep="\n", flush=True)
+    df = save()
+    print(df[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s", "status"]]
+          .to_string(index=False))
     return 0
 
 

@@ -52,3 +52,7 @@ def test_memory_table_compares_equal_batches_only():
     frac = t["ours / released (peak above start)"]
     assert abs(frac.iloc[0] - 5 / 14) < 1e-12 and abs(frac.iloc[1] - 5 / 14) < 1e-12
     assert frac.iloc[2:].isna().all()          # stage 2 ran at different batches: no ratio
+    killed = pd.concat([df, df.iloc[[3]].assign(batch="8+8", status="killed by signal 9 (out of memory?)")])
+    killed["status"] = killed["status"].fillna("ran")
+    t = B.memory_table(killed)
+    assert t["ours / released (peak above start)"].iloc[2:].isna().all() and "status" in t

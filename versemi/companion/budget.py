@@ -92,11 +92,14 @@ def fastest_within(df: pd.DataFrame, tolerance: float = DICE_TOLERANCE) -> pd.Se
 
 def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     """One line per side and stage of ``bench/memory.py``: the batch that ran, the process's peak RSS and the
-    peak above its start (GB), and seconds per step; with, per stage, our peak above start as a fraction of
-    the released call pattern's (when both ran at the same batch)."""
-    out = df[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s"]].copy()
+    peak above its start (GB), seconds per step and how the process ended (a child killed for memory keeps
+    its line); with, per stage, our peak above start as a fraction of the released call pattern's (when both
+    ran at the same batch)."""
+    cols = ["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s", "status"]
+    out = df[[c for c in cols if c in df]].copy()
+    ran = df[df["status"] == "ran"] if "status" in df else df
     frac = {}
-    for stage, g in df.groupby("stage"):
+    for stage, g in ran.groupby("stage"):
         ours, ref = g[g["side"].str.startswith("ours")], g[~g["side"].str.startswith("ours")]
         if len(ours) and len(ref) and ours["batch"].iloc[0] == ref["batch"].iloc[0]:
             frac[stage] = float(ours["peak_above_start_gb"].iloc[0] / ref["peak_above_start_gb"].iloc[0])
