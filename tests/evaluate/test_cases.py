@@ -75,7 +75,7 @@ def test_package_reexports_the_public_api():
     from versemi.evaluate import cases, inference, metrics
 
     assert ev.sliding_window_predict is inference.sliding_window_predict
-    assert ev.window_starts is inference.window_starts and ev.PROTOCOLS == ("paper", "fast")
+    assert ev.window_starts is inference.window_starts and ev.PROTOCOLS == ("paper", "fast", "whole")
     assert ev.check_patch is inference.check_patch and ev.net_device is inference.net_device
     assert ev.case_metrics is metrics.case_metrics and ev.summarize is metrics.summarize
     assert ev.largest_component is metrics.largest_component
