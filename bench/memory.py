@@ -9,12 +9,16 @@ package's step (``VerSemi.train_step``: back-propagated pass by pass, the releas
 released call pattern (``bench/train_speed.py``'s ``authors_stage1_step`` / ``authors_stage2_step``: one full
 forward per prompt, one backward; the authors' own ``VNet`` with ``--authors-repo``). Each (side, stage) runs
 in a fresh child process under the entry points' allocator setting (``versemi/allocator.py``): a warm-up
-step, then ``steps`` timed steps; the child's peak RSS (``os.wait4``) and the peak above the process after
-building the network and the batch are recorded. The released stage 2 at the paper's batch needs more memory
+step, then ``steps`` timed steps; the peak resident memory above the process after building the network and
+the batch is the windowed peak of ``bench/method_resources.py`` (``_peak_rss_window``: ``VmHWM`` reset through
+``/proc/self/clear_refs``), and the child's peak RSS that resident memory plus the window's peak (``os.wait4``'s
+``ru_maxrss`` would include the parent's memory, which the child starts from before ``exec``; it is kept only
+for a child killed for memory, which reports nothing itself). The released stage 2 at the paper's batch needs more memory
 than a 24 GiB machine has, so its batch is ``--authors-stage2-batch`` (the row says which batch ran).
 
 Writes ``<out>/memory.csv``: ``side, stage, config, batch, peak_rss_gb, peak_above_start_gb, step_s``
-(median of the timed steps), ``steps``, ``status``, with the machine's columns; the file is rewritten after
+(median of the timed steps), ``steps``, ``status``, ``memory`` (how the peak was measured), with the
+machine's columns; the file is rewritten after
 every child.
 """
 
@@ -39,17 +43,15 @@ import numpy as np, torch
 from versemi import allocator
 allocator.configure()
 torch.set_num_threads(int(sys.argv[7]))
-from bench.train_speed import AuthorsCall, authors_stage1_step, authors_stage2_step, load_authors_vnet
+from bench.train_speed import AuthorsCall, authors_stage1_step, authors_stage2_step, load_authors_vnet, step_inputs
 from versemi.methods import StepContext, get_method
 from versemi.model import VerSemiNet
 side, stage, f, patch, batch, steps, _, repo, out = sys.argv[1:10]
 f, patch, batch, steps = int(f), int(patch), int(batch), int(steps)
 torch.manual_seed(0)
-g = torch.Generator().manual_seed(0)
-x = torch.randn(batch, 1, patch, patch, patch, generator=g)
-y = (torch.rand(batch, patch, patch, patch, generator=g) > 0.8).long()
-xu = torch.randn(batch, 1, patch, patch, patch, generator=g)
-t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4))
+inputs = step_inputs(batch, patch, 0)
+lab, unlab = inputs["lab"], inputs["unlab"]
+x, y, t, xu = lab["image"], lab["label"], lab["task"], unlab["image"]
 if side == "ours":
     net = VerSemiNet(n_filters=f).train()
     method = get_method("versemi", {"authors_stage2": True})
@@ -57,7 +59,7 @@ if side == "ours":
     def step(i):
         ctx = StepContext(nets={"net": net}, optimizers={"net": opt}, stage=stage, step=i, stage_step=i,
                           stage_steps=10, rng=np.random.default_rng(i), options=method.options)
-        method.train_step(ctx, {"image": x, "label": y, "task": t}, {"image": xu, "label": y, "task": t})
+        method.train_step(ctx, lab, unlab)
 else:
     inner = load_authors_vnet(repo)(n_classes=2, n_branches=1) if repo != "-" and f == 16 else VerSemiNet(n_filters=f)
     net = AuthorsCall(inner, authors=repo != "-" and f == 16).train()
@@ -68,14 +70,18 @@ else:
         opt.zero_grad()
         loss.backward()
         opt.step()
-start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from bench.method_resources import _peak_rss_window, _status_kib
+start_kb = _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+window = _peak_rss_window()
 step(0)
 times = []
 for i in range(1, steps + 1):
     t0 = time.perf_counter()
     step(i)
     times.append(time.perf_counter() - t0)
-json.dump({"start_kb": start, "step_s": float(np.median(times))}, open(out, "w"))
+above, how = window()
+json.dump({"start_kb": start_kb, "above_bytes": above, "how": how, "step_s": float(np.median(times))},
+          open(out, "w"))
 """
 
 
@@ -91,16 +97,19 @@ def measure(side: str, stage: str, f: int, patch: int, batch: int, steps: int, t
                                  env=env, cwd=Path(__file__).resolve().parents[1])
         _, status, ru = os.wait4(child.pid, 0)
         res = json.loads(out.read_text()) if status == 0 and out.is_file() else None
-    peak_kb = ru.ru_maxrss
+    # a killed child reports nothing: its ru_maxrss is then the peak (it includes the memory the child
+    # started from before exec, the parent's, which a child killed for memory far exceeds)
     row = {"side": "ours (VerSemi.train_step)" if side == "ours" else "released call pattern", "stage": stage,
-           "config": f"f={f} patch={patch}^3", "batch": f"{batch}+{batch}", "peak_rss_gb": peak_kb / 2 ** 20,
+           "config": f"f={f} patch={patch}^3", "batch": f"{batch}+{batch}", "peak_rss_gb": ru.ru_maxrss / 2 ** 20,
            "peak_above_start_gb": float("nan"), "step_s": float("nan"), "steps": steps, "threads": threads,
-           "status": "ran"}
+           "status": "ran", "memory": "ru_maxrss of the killed process"}
     if res is None:   # e.g. killed by the kernel's out-of-memory killer (signal 9)
         row["status"] = (f"killed by signal {os.WTERMSIG(status)} (out of memory?)" if os.WIFSIGNALED(status)
                          else f"failed with exit status {os.waitstatus_to_exitcode(status)}")
         return row
-    row.update(peak_above_start_gb=(peak_kb - res["start_kb"]) / 2 ** 20, step_s=res["step_s"])
+    above = res["above_bytes"] / 2 ** 30
+    row.update(peak_rss_gb=res["start_kb"] / 2 ** 20 + above, peak_above_start_gb=above, step_s=res["step_s"],
+               memory=res["how"])
     return row
 
 

@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.eval_speed import _n_windows as grid_windows
 from versemi.config import data_note, make_config
-from versemi.evaluate.inference import sliding_window_predict, whole_shape, window_starts
+from versemi.evaluate.inference import sliding_window_predict, whole_shape
 from versemi.evaluate.metrics import case_metrics
 from versemi.provenance import machine as machine_info
 from versemi.utils import VersemiError, atomic_path
@@ -60,7 +61,6 @@ def contenders(patch, stride, batch_size: int) -> dict:
 
 def n_windows(shape, patch, protocol: str, kw: dict) -> float:
     """Network evaluations of one patch a protocol spends on a volume (``whole``: its padded volume in patches)."""
-    pad = [max(s, p) for s, p in zip(shape, patch)]
     if protocol == "whole":
         return math.prod(whole_shape(shape, patch)) / math.prod(patch)
     if protocol == "paper":
@@ -68,7 +68,7 @@ def n_windows(shape, patch, protocol: str, kw: dict) -> float:
     else:
         steps = [max(int(p * (1 - kw["overlap"])), 1) for p in patch]
     # MONAI's scan interval is patch * (1 - overlap) with the last window moved inside, as window_starts
-    return float(math.prod(len(window_starts(d, p, s)) for d, p, s in zip(pad, patch, steps)))
+    return float(grid_windows(shape, patch, steps))
 
 
 def compare(net, cases: list[dict], patch, stride, batch_size: int = 4, repeats: int = 2,

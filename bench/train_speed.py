@@ -104,6 +104,18 @@ def authors_stage2_step(net, x, y, t, xu, rng):
             + dice_loss(p5, agg) + dice_loss(cube[:, None] * p5[None], cube[:, None] * y.float()[None]))
 
 
+def step_inputs(batch: int, patch: int, seed: int, device=None) -> dict:
+    """A random labeled and unlabeled batch of ``batch`` cubes of side ``patch`` (every foreground voxel drawn
+    with probability 0.2; prompts 1-4 in turn) for timing and comparing training steps:
+    ``{"lab": {...}, "unlab": {...}}`` in the trainer's batch format."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
+    y = (torch.rand(batch, patch, patch, patch, generator=g) > 0.8).long().to(device)
+    xu = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
+    t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4)).to(device)
+    return {"lab": {"image": x, "label": y, "task": t}, "unlab": {"image": xu, "label": y, "task": t}}
+
+
 def step_equivalence(f: int, patch: int, batch: int, device) -> dict[str, tuple[float, float]]:
     """Per stage: (largest |loss difference|, largest gradient difference over all parameters relative to the
     largest gradient entry; conv biases before a BatchNorm have gradients of float noise only, so a
@@ -112,11 +124,9 @@ def step_equivalence(f: int, patch: int, batch: int, device) -> dict[str, tuple[
     :func:`authors_stage2_step`: one full forward per prompt, one backward) on the same network weights,
     inputs and random draws. SGD with learning rate 0 keeps the weights, so the gradients can be read after
     the step."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
-    y = (torch.rand(batch, patch, patch, patch, generator=g) > 0.8).long().to(device)
-    xu = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
-    t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4)).to(device)
+    inputs = step_inputs(batch, patch, 1, device)
+    lab, unlab = inputs["lab"], inputs["unlab"]
+    x, y, t, xu = lab["image"], lab["label"], lab["task"], unlab["image"]
     method = get_method("versemi", {"authors_stage2": True})
     out = {}
     for stage in ("stage1", "stage2"):
@@ -127,8 +137,7 @@ def step_equivalence(f: int, patch: int, batch: int, device) -> dict[str, tuple[
         opt = torch.optim.SGD(ours.parameters(), lr=0.0)
         ctx = StepContext(nets={"net": ours}, optimizers={"net": opt}, stage=stage, step=0, stage_step=0,
                           stage_steps=10, rng=np.random.default_rng(0), options=method.options)
-        loss_ours = float(method.train_step(ctx, {"image": x, "label": y, "task": t},
-                                            {"image": xu, "label": y, "task": t})["loss"])
+        loss_ours = float(method.train_step(ctx, lab, unlab)["loss"])
         rng, call = np.random.default_rng(0), AuthorsCall(ref, authors=False)
         loss_ref = (authors_stage1_step(call, x, y, t, rng) if stage == "stage1"
                     else authors_stage2_step(call, x, y, t, xu, rng))
@@ -167,12 +176,9 @@ def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, d
         ref = AuthorsCall(VerSemiNet(n_filters=f), authors=False).to(device)
         ref_name = "this VerSemiNet, released call pattern"
     ref.train()
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
-    y = (torch.rand(batch, patch, patch, patch, generator=g) > 0.8).long().to(device)
-    xu = torch.randn(batch, 1, patch, patch, patch, generator=g).to(device)
-    t = torch.tensor([1, 2, 3, 4] * (batch // 4) + [1] * (batch % 4)).to(device)
-    lab, unlab = {"image": x, "label": y, "task": t}, {"image": xu, "label": y, "task": t}
+    inputs = step_inputs(batch, patch, 0, device)
+    lab, unlab = inputs["lab"], inputs["unlab"]
+    x, y, t, xu = lab["image"], lab["label"], lab["task"], unlab["image"]
     method = get_method("versemi", {"authors_stage2": True})   # the released stage 2, as the reference computes
     opt_o = torch.optim.Adam(ours.parameters(), 1e-3, betas=(0.5, 0.999))
     opt_r = torch.optim.Adam(ref.parameters(), 1e-3, betas=(0.5, 0.999))

@@ -157,6 +157,15 @@ def _centre_pad(shape: Sequence[int], patch: Sequence[int]) -> list[tuple[int, i
     return pads
 
 
+def _padded_tensor(image: np.ndarray, pads: list[tuple[int, int]], dev: torch.device) -> torch.Tensor:
+    """``image`` on ``dev``, zero padded by the (left, right) voxels of each axis in ``pads``."""
+    img = torch.from_numpy(np.ascontiguousarray(image)).to(dev)
+    if any(sum(p) for p in pads):
+        # F.pad takes pads for the last axis first
+        img = F.pad(img, [v for p in reversed(pads) for v in p], mode="constant", value=0.0)
+    return img
+
+
 def window_starts(dim: int, patch: int, stride: int) -> list[int]:
     """Window start positions on one (already padded) axis, as the authors enumerate them.
 
@@ -337,10 +346,7 @@ def sliding_window_predict(net, image: np.ndarray, task_id, patch_size=(96, 96, 
 def _predict_paper(runner, image, patch, strides, batch_size, dev, ac) -> list[torch.Tensor]:
     shape = image.shape
     pads = _centre_pad(shape, patch)
-    img = torch.from_numpy(np.ascontiguousarray(image)).to(dev)
-    if any(sum(p) for p in pads):
-        # F.pad takes pads for the last axis first
-        img = F.pad(img, [v for p in reversed(pads) for v in p], mode="constant", value=0.0)
+    img = _padded_tensor(image, pads, dev)
     padded = tuple(img.shape)
     starts = [window_starts(padded[a], patch[a], strides[a]) for a in range(3)]
     windows = [(xs, ys, zs) for xs in starts[0] for ys in starts[1] for zs in starts[2]]
@@ -383,9 +389,7 @@ def _predict_whole(runner, image, patch, dev, ac, name) -> list[torch.Tensor]:
         raise VersemiError(f"{name}: volume {tuple(shape)} padded to {padded} has more than {WHOLE_MAX_VOXELS} "
                            "voxels for protocol='whole'; use protocol='paper' or 'fast' (sliding windows)")
     pads = _centre_pad(shape, padded)
-    img = torch.from_numpy(np.ascontiguousarray(image)).to(dev)
-    if any(sum(p) for p in pads):
-        img = F.pad(img, [v for p in reversed(pads) for v in p], mode="constant", value=0.0)
+    img = _padded_tensor(image, pads, dev)
     runner.batch_size = 1
     with ac:
         out = runner(img[None, None])
