@@ -5,7 +5,9 @@ process.
                            [--authors-stage2-batch 4]
 
 Issue 12's target 3: at the paper configuration (f = 16, 96^3, 8 labeled + 8 unlabeled) both stages of this
-package's step (``VerSemi.train_step``: back-propagated pass by pass, the released stage-2 variant) and the
+package's step (``VerSemi.train_step``: back-propagated pass by pass, the released stage-2 variant), the same
+step with activation checkpointing (``versemi/model.py``'s ``set_activation_checkpointing``: the memory it saves
+and the time it costs, side by side; ``--no-checkpointing`` leaves it out) and the
 released call pattern (``bench/train_speed.py``'s ``authors_stage1_step`` / ``authors_stage2_step``: one full
 forward per prompt, one backward; the authors' own ``VNet`` with ``--authors-repo``). Each (side, stage) runs
 in a fresh child process under the entry points' allocator setting (``versemi/allocator.py``): a warm-up
@@ -45,15 +47,17 @@ allocator.configure()
 torch.set_num_threads(int(sys.argv[7]))
 from bench.train_speed import AuthorsCall, authors_stage1_step, authors_stage2_step, load_authors_vnet, step_inputs
 from versemi.methods import StepContext, get_method
-from versemi.model import VerSemiNet
+from versemi.model import VerSemiNet, set_activation_checkpointing
 side, stage, f, patch, batch, steps, _, repo, out = sys.argv[1:10]
 f, patch, batch, steps = int(f), int(patch), int(batch), int(steps)
 torch.manual_seed(0)
 inputs = step_inputs(batch, patch, 0)
 lab, unlab = inputs["lab"], inputs["unlab"]
 x, y, t, xu = lab["image"], lab["label"], lab["task"], unlab["image"]
-if side == "ours":
+if side.startswith("ours"):
     net = VerSemiNet(n_filters=f).train()
+    if side == "ours-ckpt":
+        set_activation_checkpointing(net)
     method = get_method("versemi", {"authors_stage2": True})
     opt = torch.optim.Adam(net.parameters(), 1e-3, betas=(0.5, 0.999))
     def step(i):
@@ -85,6 +89,11 @@ json.dump({"start_kb": start_kb, "above_bytes": above, "how": how, "step_s": flo
 """
 
 
+SIDES = {"ours": "ours (VerSemi.train_step)",
+         "ours-ckpt": "ours (VerSemi.train_step), activation checkpointing",
+         "authors": "released call pattern"}
+
+
 def measure(side: str, stage: str, f: int, patch: int, batch: int, steps: int, threads: int,
             authors_repo: str | None) -> dict:
     """One (side, stage) in a fresh child process: its peak RSS, the peak above its start, and the median
@@ -99,7 +108,7 @@ def measure(side: str, stage: str, f: int, patch: int, batch: int, steps: int, t
         res = json.loads(out.read_text()) if status == 0 and out.is_file() else None
     # a killed child reports nothing: its ru_maxrss is then the peak (it includes the memory the child
     # started from before exec, the parent's, which a child killed for memory far exceeds)
-    row = {"side": "ours (VerSemi.train_step)" if side == "ours" else "released call pattern", "stage": stage,
+    row = {"side": SIDES[side], "stage": stage,
            "config": f"f={f} patch={patch}^3", "batch": f"{batch}+{batch}", "peak_rss_gb": ru.ru_maxrss / 2 ** 20,
            "peak_above_start_gb": float("nan"), "step_s": float("nan"), "steps": steps, "threads": threads,
            "status": "ran", "memory": "ru_maxrss of the killed process"}
@@ -122,6 +131,8 @@ def main(argv=None) -> int:
     ap.add_argument("--authors-repo", default=os.environ.get("VERSEMI_AUTHORS_REPO"))
     ap.add_argument("--authors-stage2-batch", type=int, default=4,
                     help="the released stage 2's batch (its paper batch does not fit 24 GiB)")
+    ap.add_argument("--no-checkpointing", dest="checkpointing", action="store_false",
+                    help="leave out our step with activation checkpointing (model.set_activation_checkpointing)")
     ap.add_argument("--quick", action="store_true", help="f=4, 32^3, batch 2, one step")
     args = ap.parse_args(argv)
     configs = ["4,32,2"] if args.quick else args.configs
@@ -141,8 +152,9 @@ def main(argv=None) -> int:
     for c in configs:
         f, patch, batch = (int(v) for v in c.split(","))
         for stage in ("stage1", "stage2"):
-            rows.append(measure("ours", stage, f, patch, batch, steps, args.threads, args.authors_repo))
-            save()
+            for side in ("ours", "ours-ckpt") if args.checkpointing else ("ours",):
+                rows.append(measure(side, stage, f, patch, batch, steps, args.threads, args.authors_repo))
+                save()
             # the released stage 2: the paper's batch does not fit; from --authors-stage2-batch down to the
             # largest that runs (each batch that was killed keeps its row)
             b_ref = min(batch, args.authors_stage2_batch) if stage == "stage2" and not args.quick else batch
@@ -152,7 +164,7 @@ def main(argv=None) -> int:
                 if rows[-1]["status"] == "ran" or b_ref <= 1:
                     break
                 b_ref //= 2
-            print(*rows[-2:], sep="\n", flush=True)
+            print(*rows[-3:], sep="\n", flush=True)
     df = save()
     print(df[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s", "status"]]
           .to_string(index=False))

@@ -72,6 +72,7 @@ def test_identity_is_stable_and_ignores_checkpoint_frequency():
     # pinned: a change here invalidates every user's run cache (it changed with the demo schedule of issue 13)
     assert c.identity() == "ab2a7655f0ca"
     assert dataclasses.replace(c, ckpt_every=7).identity() == c.identity()
+    assert dataclasses.replace(c, checkpoint_activations=True).identity() == c.identity()
     assert dataclasses.replace(c, seed=1).identity() != c.identity()
     assert c.identity("abc") != c.identity("abd")
 

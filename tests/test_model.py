@@ -150,3 +150,47 @@ def test_return_features_shapes():
     assert feats["global"].shape == (2, 64)
     assert feats["decoder"].shape == (2, 4, 32, 32, 32)
     assert feats["prehead"].shape == (2, 8, 32, 32, 32)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass while ``fn()`` runs."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return total[0], out
+
+
+def test_activation_checkpointing_same_gradients_less_saved_memory():
+    from versemi.model import PromptedDecoder, set_activation_checkpointing
+    torch.manual_seed(0)
+    net = VerSemiNet(n_filters=4, num_tasks=4).train()
+    dec = PromptedDecoder(4, 4)
+    x = torch.randn(2, 1, 32, 32, 32)
+    t = torch.tensor([1, 3])
+
+    def loss_and_grads():
+        for m in (net, dec):
+            m.zero_grad(set_to_none=True)
+        saved, loss = _saved_bytes(lambda: net(x, t).square().mean() + dec(net.backbone(x), t).square().mean())
+        loss.backward()
+        grads = [p.grad.clone() for m in (net, dec) for p in m.parameters() if p.grad is not None]
+        return saved, loss.detach(), grads
+
+    plain_saved, plain_loss, plain_grads = loss_and_grads()
+    assert set_activation_checkpointing([net, dec]) == 2
+    ck_saved, ck_loss, ck_grads = loss_and_grads()
+    assert torch.equal(plain_loss, ck_loss)
+    assert len(ck_grads) == len(plain_grads)
+    for a, b in zip(plain_grads, ck_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert ck_saved < 0.5 * plain_saved, (ck_saved, plain_saved)
+    # without gradient recording (evaluation, teachers) nothing is recomputed and nothing saved
+    with torch.no_grad():
+        assert _saved_bytes(lambda: net(x, t))[0] == 0
+    set_activation_checkpointing(net, False)
+    assert not net.checkpoint_stages

@@ -51,6 +51,19 @@ def test_resume_gives_the_uninterrupted_trajectory(prepared, tmp_path, method):
     pd.testing.assert_frame_equal(pd.read_csv(a / "val.csv"), pd.read_csv(b / "val.csv"))
 
 
+def test_activation_checkpointing_trains_the_same_network(prepared, tmp_path):
+    """``checkpoint_activations`` (recompute the V-Net stages in backward) is memory for time only: the same
+    run folder (not part of the identity) and the same weights after a few steps of both VerSemi stages."""
+    plain, ck = _cfg("versemi"), _cfg("versemi", checkpoint_activations=True)
+    assert ck.identity() == plain.identity()
+    train(plain, prepared, tmp_path / "a", progress=False)
+    train(ck, prepared, tmp_path / "b", progress=False)
+    sa = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["nets"]["net"]
+    sb = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["nets"]["net"]
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
 def test_non_finite_loss_stops_with_step_and_term(prepared, tmp_path, monkeypatch):
     from versemi.methods import sup_only
 

@@ -222,10 +222,11 @@ class RunConfig:
     val_stride: tuple[int, int, int] = (16, 16, 16)
     eval_protocol: str = "paper"
     amp: bool = True                 # bf16 autocast, only ever on CUDA (off in the paper profile: fp32 as released)
-    # not part of the identity of a run:
+    # not part of the identity of a run (they change how a run is computed or saved, not what it computes):
     ckpt_every: int = 50
+    checkpoint_activations: bool = False   # recompute the V-Net stages in backward (memory for time; model.py)
 
-    NON_IDENTITY = ("ckpt_every",)
+    NON_IDENTITY = ("ckpt_every", "checkpoint_activations")
     # fields added after runs existed: hashed only when they differ from these values, so that the runs
     # trained before keep their folder names (their behaviour is the default's)
     LATE_FIELDS = {"augment": "none"}

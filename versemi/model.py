@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint as _recompute
 
 HEAD_CHANNELS = 8
 NUM_CLASSES = 2
@@ -133,8 +134,8 @@ class PromptedHeadMixin:
         b = feats.decoder.shape[0]
         t = self.encode_task(task_ids, b, feats.decoder.device)
         params = self.head_params(feats, t)
-        x = self.precls_conv(feats.decoder)
-        return apply_dynamic_head(x, params, return_second=return_second)
+        x = self.precls_conv(feats.decoder)   # BatchNorm in training mode: never recomputed
+        return _segment(self, lambda a, p: apply_dynamic_head(a, p, return_second=return_second), x, params)
 
     def heads(self, feats: BackboneOut, prompts: list) -> list[torch.Tensor]:
         """Logits for several prompt vectors on the same backbone features.
@@ -184,11 +185,41 @@ def encode(mod: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
     if any(s % 16 or s < 32 for s in x.shape[2:]):
         raise ValueError(f"spatial size {tuple(x.shape[2:])} must be divisible by 16 and at least 32 "
                          "(four 2x down-steps, and InstanceNorm needs more than one voxel at the bottleneck)")
-    x1 = mod.block_one(x)
-    x2 = mod.block_two(mod.block_one_dw(x1))
-    x3 = mod.block_three(mod.block_two_dw(x2))
-    x4 = mod.block_four(mod.block_three_dw(x3))
-    return mod.block_five(mod.block_four_dw(x4)), (x4, x3, x2)
+    x1 = _segment(mod, mod.block_one, x)
+    x2 = _segment(mod, lambda a: mod.block_two(mod.block_one_dw(a)), x1)
+    x3 = _segment(mod, lambda a: mod.block_three(mod.block_two_dw(a)), x2)
+    x4 = _segment(mod, lambda a: mod.block_four(mod.block_three_dw(a)), x3)
+    return _segment(mod, lambda a: mod.block_five(mod.block_four_dw(a)), x4), (x4, x3, x2)
+
+
+def _segment(mod: nn.Module, fn, *xs: torch.Tensor) -> torch.Tensor:
+    """``fn(*xs)``; under :func:`set_activation_checkpointing` and while gradients are recorded, without
+    keeping ``fn``'s intermediate activations: they are recomputed in the backward pass
+    (``torch.utils.checkpoint``, non-reentrant). A segment holds convolutions, InstanceNorm (no running
+    statistics) and ReLU only, so the recomputation is exact."""
+    if getattr(mod, "checkpoint_stages", False) and torch.is_grad_enabled():
+        return _recompute(fn, *xs, use_reentrant=False)
+    return fn(*xs)
+
+
+def set_activation_checkpointing(nets, on: bool = True) -> int:
+    """Switch activation checkpointing on or off in every module of ``nets`` (a module or an iterable of
+    modules) that has an encoder or decoder (:class:`VerSemiNet`, :class:`PromptedDecoder` and the modules
+    that contain them). Each down-step + conv stage of the encoder, each skip-sum + conv stage + up-step of
+    the decoder and each training-mode application of the per-sample head (:func:`apply_dynamic_head`; the
+    pre-classifier's BatchNorm is not recomputed) is then one segment whose activations are recomputed
+    during the backward pass: the step keeps only the segment boundaries (the skips), trading about one
+    more forward pass for memory (``bench/memory.py`` measures both). Same losses and gradients as without
+    (tested). Returns the number of modules switched."""
+    if isinstance(nets, nn.Module):
+        nets = [nets]
+    n = 0
+    for net in nets:
+        for m in net.modules():
+            if hasattr(m, "block_five") or hasattr(m, "block_six"):
+                m.checkpoint_stages = bool(on)
+                n += 1
+    return n
 
 
 def build_decoder(mod: nn.Module, f: int, up: str = "transposed") -> None:
@@ -218,10 +249,10 @@ def decode(mod: nn.Module, x5: torch.Tensor, skips: tuple, dropout: float = 0.0)
     x4, x3, x2 = skips
     drop = mod.training and dropout > 0
     x5_in = F.dropout3d(x5, dropout, training=True) if drop else x5
-    x6 = mod.block_six(mod.block_five_up(x5_in) + x4)
-    x7 = mod.block_seven(mod.block_six_up(x6) + x3)
-    x8 = mod.block_eight(mod.block_seven_up(x7) + x2)
-    x8_up = mod.block_eight_up(x8)  # the finest skip (x1) is not added
+    x6 = _segment(mod, lambda a, b: mod.block_six(mod.block_five_up(a) + b), x5_in, x4)
+    x7 = _segment(mod, lambda a, b: mod.block_seven(mod.block_six_up(a) + b), x6, x3)
+    x8 = _segment(mod, lambda a, b: mod.block_eight(mod.block_seven_up(a) + b), x7, x2)
+    x8_up = _segment(mod, mod.block_eight_up, x8)  # the finest skip (x1) is not added
     return F.dropout3d(x8_up, dropout, training=True) if drop else x8_up
 
 

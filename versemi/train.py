@@ -48,6 +48,7 @@ from versemi.config import RunConfig
 from versemi.data.loaders import PatchSampler, load_split_cases
 from versemi.evaluate import case_metrics, sliding_window_predict
 from versemi.methods import NUM_TASKS, Method, StepContext, TrainingDiverged, get_method
+from versemi.model import set_activation_checkpointing
 from versemi.provenance import code_state, warn_if_code_changed
 from versemi.utils import VersemiError, atomic_path, atomic_write_text, get_device, seed_everything
 
@@ -198,6 +199,8 @@ def _setup(cfg: RunConfig, prepared_dir, run_dir: Path, dev: torch.device, rank:
     method = get_method(cfg.method, cfg.options)
     seed_everything(cfg.seed)
     nets = {k: v.to(dev) for k, v in method.build_networks(cfg).items()}
+    if cfg.checkpoint_activations:
+        set_activation_checkpointing(nets.values())
     optimizers = method.build_optimizers(cfg, nets)
 
     lab_cases = split_cases(cfg, prepared_dir, "labeled")

@@ -48,11 +48,16 @@ def test_memory_table_compares_equal_batches_only():
                        "stage": ["stage1", "stage1", "stage2", "stage2"], "config": ["f=16 patch=96^3"] * 4,
                        "batch": ["8+8", "8+8", "8+8", "4+4"], "peak_rss_gb": [6.0, 15.0, 8.0, 14.0],
                        "peak_above_start_gb": [5.0, 14.0, 7.0, 13.0], "step_s": [20.0, 60.0, 30.0, 50.0]})
-    t = B.memory_table(df)
-    frac = t["ours / released (peak above start)"]
-    assert abs(frac.iloc[0] - 5 / 14) < 1e-12 and abs(frac.iloc[1] - 5 / 14) < 1e-12
-    assert frac.iloc[2:].isna().all()          # stage 2 ran at different batches: no ratio
+    ck = pd.DataFrame({"side": ["ours (VerSemi.train_step), activation checkpointing"], "stage": ["stage1"],
+                       "config": ["f=16 patch=96^3"], "batch": ["8+8"], "peak_rss_gb": [4.0],
+                       "peak_above_start_gb": [3.5], "step_s": [25.0]})
+    t = B.memory_table(pd.concat([df, ck], ignore_index=True))
+    frac, slow = t["ours / released (peak above start)"], t["s/step / ours"]
+    assert abs(frac.iloc[0] - 5 / 14) < 1e-12 and frac.iloc[1] == 1.0 and abs(frac.iloc[4] - 3.5 / 14) < 1e-12
+    assert math.isnan(frac.iloc[2]) and frac.iloc[3] == 1.0   # stage 2 ran at different batches: no ratio for ours
+    assert slow.iloc[0] == 1.0 and slow.iloc[1] == 3.0 and slow.iloc[4] == 1.25 and slow.iloc[3:4].isna().all()
     killed = pd.concat([df, df.iloc[[3]].assign(batch="8+8", status="killed by signal 9 (out of memory?)")])
     killed["status"] = killed["status"].fillna("ran")
     t = B.memory_table(killed)
-    assert t["ours / released (peak above start)"].iloc[2:].isna().all() and "status" in t
+    frac = t["ours / released (peak above start)"]   # a killed released 8+8 is no reference
+    assert math.isnan(frac.iloc[2]) and math.isnan(frac.iloc[4]) and "status" in t

@@ -93,16 +93,21 @@ def fastest_within(df: pd.DataFrame, tolerance: float = DICE_TOLERANCE) -> pd.Se
 def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     """One line per side and stage of ``bench/memory.py``: the batch that ran, the process's peak RSS and the
     peak above its start (GB), seconds per step and how the process ended (a child killed for memory keeps
-    its line); with, per stage, our peak above start as a fraction of the released call pattern's (when both
-    ran at the same batch)."""
+    its line); with each line's peak above start as a fraction of the released call pattern's at the same stage
+    and batch (1 on the released line; empty when that did not run), and its time per step over our plain
+    step's at the same stage and batch (what a memory saving such as activation checkpointing costs)."""
     cols = ["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s", "status"]
     out = df[[c for c in cols if c in df]].copy()
     ran = df[df["status"] == "ran"] if "status" in df else df
-    frac = {}
-    for stage, g in ran.groupby("stage"):
-        ours, ref = g[g["side"].str.startswith("ours")], g[~g["side"].str.startswith("ours")]
-        if len(ours) and len(ref) and ours["batch"].iloc[0] == ref["batch"].iloc[0]:
-            frac[stage] = float(ours["peak_above_start_gb"].iloc[0] / ref["peak_above_start_gb"].iloc[0])
-    out["ours / released (peak above start)"] = out["stage"].map(frac)
+    ours_plain = ran["side"] == "ours (VerSemi.train_step)"
+    ref = ran[~ran["side"].str.startswith("ours")].set_index(["stage", "batch"])["peak_above_start_gb"]
+    plain = ran[ours_plain].set_index(["stage", "batch"])["step_s"]
+    keys = list(zip(out["stage"], out["batch"]))
+    ok = (out["status"] == "ran").to_numpy() if "status" in out else [True] * len(out)
+    out["ours / released (peak above start)"] = [
+        out["peak_above_start_gb"].iloc[i] / ref[k] if ok[i] and k in ref.index else float("nan")
+        for i, k in enumerate(keys)]
+    out["s/step / ours"] = [out["step_s"].iloc[i] / plain[k] if ok[i] and k in plain.index else float("nan")
+                            for i, k in enumerate(keys)]
     return out.rename(columns={"peak_rss_gb": "peak RSS GB", "peak_above_start_gb": "peak above start GB",
                                "step_s": "s/step"})
