@@ -19,7 +19,8 @@ for a child killed for memory, which reports nothing itself). The released stage
 than a 24 GiB machine has, so its batch is ``--authors-stage2-batch`` (the row says which batch ran).
 
 Writes ``<out>/memory.csv``: ``side, stage, config, batch, peak_rss_gb, peak_above_start_gb, step_s``
-(median of the timed steps), ``steps``, ``status``, ``memory`` (how the peak was measured), with the
+(median of the timed steps), ``steps``, ``status``, ``memory`` (how the peak was measured), ``repeat`` (with
+``--repeats N`` every side and stage runs in N fresh processes, the sides interleaved), with the
 machine's columns; the file is rewritten after
 every child.
 """
@@ -133,6 +134,9 @@ def main(argv=None) -> int:
                     help="the released stage 2's batch (its paper batch does not fit 24 GiB)")
     ap.add_argument("--no-checkpointing", dest="checkpointing", action="store_false",
                     help="leave out our step with activation checkpointing (model.set_activation_checkpointing)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="fresh processes per side and stage (the budget chapter shows medians and the spread)")
+    ap.add_argument("--stages", nargs="+", default=["stage1", "stage2"], choices=["stage1", "stage2"])
     ap.add_argument("--quick", action="store_true", help="f=4, 32^3, batch 2, one step")
     args = ap.parse_args(argv)
     configs = ["4,32,2"] if args.quick else args.configs
@@ -151,20 +155,23 @@ def main(argv=None) -> int:
 
     for c in configs:
         f, patch, batch = (int(v) for v in c.split(","))
-        for stage in ("stage1", "stage2"):
-            for side in ("ours", "ours-ckpt") if args.checkpointing else ("ours",):
-                rows.append(measure(side, stage, f, patch, batch, steps, args.threads, args.authors_repo))
-                save()
+        for stage in args.stages:
             # the released stage 2: the paper's batch does not fit; from --authors-stage2-batch down to the
-            # largest that runs (each batch that was killed keeps its row)
+            # largest that runs (each batch that was killed keeps its row; later repeats use the one that ran)
             b_ref = min(batch, args.authors_stage2_batch) if stage == "stage2" and not args.quick else batch
-            while True:
-                rows.append(measure("authors", stage, f, patch, b_ref, steps, args.threads, args.authors_repo))
-                save()
-                if rows[-1]["status"] == "ran" or b_ref <= 1:
-                    break
-                b_ref //= 2
-            print(*rows[-3:], sep="\n", flush=True)
+            for rep in range(args.repeats):   # sides interleaved per repeat: a drift of the machine hits all
+                for side in ("ours", "ours-ckpt") if args.checkpointing else ("ours",):
+                    rows.append({**measure(side, stage, f, patch, batch, steps, args.threads, args.authors_repo),
+                                 "repeat": rep})
+                    save()
+                while True:
+                    rows.append({**measure("authors", stage, f, patch, b_ref, steps, args.threads,
+                                           args.authors_repo), "repeat": rep})
+                    save()
+                    if rows[-1]["status"] == "ran" or b_ref <= 1:
+                        break
+                    b_ref //= 2
+                print(*rows[-3:], sep="\n", flush=True)
     df = save()
     print(df[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s", "status"]]
           .to_string(index=False))

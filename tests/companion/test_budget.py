@@ -61,3 +61,16 @@ def test_memory_table_compares_equal_batches_only():
     t = B.memory_table(killed)
     frac = t["ours / released (peak above start)"]   # a killed released 8+8 is no reference
     assert math.isnan(frac.iloc[2]) and math.isnan(frac.iloc[4]) and "status" in t
+
+
+def test_memory_table_takes_medians_over_repeated_processes():
+    one = {"side": "ours (VerSemi.train_step)", "stage": "stage1", "config": "c", "batch": "8+8", "status": "ran"}
+    ref = {**one, "side": "released call pattern"}
+    df = pd.DataFrame([{**one, "peak_rss_gb": p + 1, "peak_above_start_gb": p, "step_s": s}
+                       for p, s in [(5.0, 20.0), (6.0, 22.0), (9.0, 21.0)]]
+                      + [{**ref, "peak_rss_gb": p + 1, "peak_above_start_gb": p, "step_s": 60.0} for p in (12.0, 14.0)])
+    t = B.memory_table(df)
+    assert len(t) == 2 and list(t["n"]) == [3, 2]
+    assert t["peak above start GB"].iloc[0] == 6.0 and t["s/step"].iloc[0] == 21.0
+    assert t["peak spread GB"].iloc[0] == 4.0 and t["peak spread GB"].iloc[1] == 2.0
+    assert t["ours / released (peak above start)"].iloc[0] == 6.0 / 13.0

@@ -90,14 +90,30 @@ def fastest_within(df: pd.DataFrame, tolerance: float = DICE_TOLERANCE) -> pd.Se
     return None if ok.empty else ok.sort_values("ratio", ascending=False).iloc[0]
 
 
+def _median_over_repeats(df: pd.DataFrame) -> pd.DataFrame:
+    """Lines of ``bench/memory.py`` measured in several fresh processes (``--repeats``) folded into one per side,
+    stage and batch: the medians, the number of processes ``n`` and the spread (max - min) of the peak."""
+    if "status" not in df:
+        df = df.assign(status="ran")
+    keys = ["side", "stage", "config", "batch", "status"]
+    g = df.groupby(keys, sort=False, dropna=False)
+    med = g[["peak_rss_gb", "peak_above_start_gb", "step_s"]].median()
+    med["n"] = g.size()
+    med["peak spread GB"] = g["peak_above_start_gb"].max() - g["peak_above_start_gb"].min()
+    return med.reset_index()[["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s",
+                              "n", "peak spread GB", "status"]]
+
+
 def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     """One line per side and stage of ``bench/memory.py``: the batch that ran, the process's peak RSS and the
-    peak above its start (GB), seconds per step and how the process ended (a child killed for memory keeps
+    peak above its start (GB), seconds per step (medians over the ``n`` fresh processes of ``--repeats``, with
+    the spread of the peak) and how the process ended (a child killed for memory keeps
     its line); with each line's peak above start as a fraction of the released call pattern's at the same stage
     and batch (1 on the released line; empty when that did not run), and its time per step over our plain
     step's at the same stage and batch (what a memory saving such as activation checkpointing costs)."""
     cols = ["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s", "status"]
-    out = df[[c for c in cols if c in df]].copy()
+    df = _median_over_repeats(df[[c for c in cols if c in df]])
+    out = df.copy()
     ran = df[df["status"] == "ran"] if "status" in df else df
     ours_plain = ran["side"] == "ours (VerSemi.train_step)"
     ref = ran[~ran["side"].str.startswith("ours")].set_index(["stage", "batch"])["peak_above_start_gb"]
