@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from versemi.utils import VersemiError
@@ -112,18 +113,14 @@ def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     and batch (1 on the released line; empty when that did not run), and its time per step over our plain
     step's at the same stage and batch (what a memory saving such as activation checkpointing costs)."""
     cols = ["side", "stage", "config", "batch", "peak_rss_gb", "peak_above_start_gb", "step_s", "status"]
-    df = _median_over_repeats(df[[c for c in cols if c in df]])
-    out = df.copy()
-    ran = df[df["status"] == "ran"] if "status" in df else df
-    ours_plain = ran["side"] == "ours (VerSemi.train_step)"
+    out = _median_over_repeats(df[[c for c in cols if c in df]])
+    ran = out[out["status"] == "ran"]
     ref = ran[~ran["side"].str.startswith("ours")].set_index(["stage", "batch"])["peak_above_start_gb"]
-    plain = ran[ours_plain].set_index(["stage", "batch"])["step_s"]
-    keys = list(zip(out["stage"], out["batch"]))
-    ok = (out["status"] == "ran").to_numpy() if "status" in out else [True] * len(out)
-    out["ours / released (peak above start)"] = [
-        out["peak_above_start_gb"].iloc[i] / ref[k] if ok[i] and k in ref.index else float("nan")
-        for i, k in enumerate(keys)]
-    out["s/step / ours"] = [out["step_s"].iloc[i] / plain[k] if ok[i] and k in plain.index else float("nan")
-                            for i, k in enumerate(keys)]
+    plain = ran[ran["side"] == "ours (VerSemi.train_step)"].set_index(["stage", "batch"])["step_s"]
+    key = pd.MultiIndex.from_frame(out[["stage", "batch"]])
+    ok = (out["status"] == "ran").to_numpy()
+    out["ours / released (peak above start)"] = np.where(
+        ok, out["peak_above_start_gb"].to_numpy() / ref.reindex(key).to_numpy(), np.nan)
+    out["s/step / ours"] = np.where(ok, out["step_s"].to_numpy() / plain.reindex(key).to_numpy(), np.nan)
     return out.rename(columns={"peak_rss_gb": "peak RSS GB", "peak_above_start_gb": "peak above start GB",
                                "step_s": "s/step"})
