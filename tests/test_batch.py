@@ -1,14 +1,19 @@
-"""Background batches: the cheapest-first plan, exclusive claims, committing only the export, and a worker
-that trains, exports and commits while skipping what is done."""
+"""Background batches: the cheapest-first plan, exclusive claims, committing only the export, a worker
+that trains, exports and commits while skipping what is done, and workers that yield the CPU to other
+sessions where the kernel schedules by autogroup."""
 
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from versemi.batch import Item, claim, commit_export, plan, step_costs, work
+from versemi.batch import AUTOGROUP_SWITCH, Item, claim, commit_export, lower_priority, plan, step_costs, work
 from versemi.studies import export_dir, study_configs
+from versemi.utils import VersemiError
 
 LA_UB = "Fully supervised (la) 100%"
 
@@ -130,3 +135,35 @@ def test_only_keeps_the_named_runs_and_an_unknown_label_is_an_error(smoke_root, 
     assert main(["study", "batch", "curves", "--profile", "smoke", "--seeds", "2333", "--dry-run", "--only", LA_UB,
                  "--out", str(out), "--data-dir", str(data)]) == 0
     assert "1 runs" in capsys.readouterr().out
+
+
+def test_lower_priority_writes_the_groups_nice_value_only_where_autogroups_are_on(tmp_path):
+    group, switch = tmp_path / "autogroup", tmp_path / "switch"
+    group.write_text("/autogroup-7 nice 0\n")
+    switch.write_text("0\n")
+    assert not lower_priority(19, group, switch)                   # switched off: left alone
+    assert group.read_text() == "/autogroup-7 nice 0\n"
+    assert not lower_priority(19, group, tmp_path / "no-such-switch")   # a kernel without autogroups
+    switch.write_text("1\n")
+    assert lower_priority(19, group, switch)
+    assert group.read_text() == "19\n"
+    bad = tmp_path / "a-folder"
+    bad.mkdir()
+    with pytest.raises(VersemiError, match="a-folder"):
+        lower_priority(19, bad, switch)
+
+
+def _autogroup_nice(text: str) -> int:
+    return int(text.split("nice")[1])
+
+
+@pytest.mark.skipif(not (AUTOGROUP_SWITCH.exists() and AUTOGROUP_SWITCH.read_text().strip() == "1"),
+                    reason="the kernel does not schedule by autogroup here")
+def test_a_worker_in_its_own_session_lowers_its_group_and_not_its_parents():
+    before = _autogroup_nice(Path("/proc/self/autogroup").read_text())
+    code = ("from versemi.batch import lower_priority; lower_priority(19); "
+            "print(open('/proc/self/autogroup').read())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         start_new_session=True).stdout
+    assert _autogroup_nice(out) == 19
+    assert _autogroup_nice(Path("/proc/self/autogroup").read_text()) == before

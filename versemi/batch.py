@@ -10,7 +10,12 @@ pinned at the commit whose code it tests (a ``git worktree``, never the tree bei
   one; runs shared by two studies (the same config) are trained once and exported to both;
 * ``workers`` single-thread **worker processes** (one torch thread each, ``nice`` 19: on a 2-core machine
   two of them keep both cores busy without the thread hand-offs that slow a multi-threaded process when
-  another process takes a core), which **claim** items with exclusive lock files
+  another process takes a core). Where the Linux kernel groups tasks by session for CPU time
+  (``/proc/sys/kernel/sched_autogroup_enabled`` = 1, the default of many distributions), a process's nice
+  value only orders it *within its session's group*, and the groups share the CPU evenly: a niced batch
+  would still take half the machine from a test run in another terminal. Each worker therefore starts in a
+  session of its own and gives that group the same nice value (:func:`lower_priority`), so that a batch
+  really runs on what interactive work leaves. The workers **claim** items with exclusive lock files
   (``<claims>/<study>--<key>--seed-<s>``; a claim whose process is gone is taken over), train each
   through the run cache (``versemi/runs.py``: an interrupted run resumes from its last checkpoint) and
   export it (:func:`versemi.studies.run_study`);
@@ -203,6 +208,31 @@ def work(items: list[Item], profile: str, out=STUDIES_DIR, data_dir="results/dat
     return exported
 
 
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def lower_priority(nice: int, autogroup: str | Path = "/proc/self/autogroup",
+                   switch: str | Path = AUTOGROUP_SWITCH) -> bool:
+    """Give the calling process's scheduler autogroup (its session) the nice value ``nice`` (Linux
+    ``/proc/<pid>/autogroup``, see ``sched(7)``), where the kernel schedules by autogroup; the process's own
+    nice value is set by the ``nice`` command that starts it. True when the group's value was written; False
+    where the kernel has no autogroups or has them switched off (nothing to do there). Raising a nice value
+    needs no privilege; an error names the file."""
+    autogroup, switch = Path(autogroup), Path(switch)
+    try:
+        enabled = switch.read_text().strip() == "1"
+    except OSError:
+        return False
+    if not enabled or not autogroup.exists():
+        return False
+    try:
+        autogroup.write_text(f"{int(nice)}\n")
+    except OSError as err:
+        raise VersemiError(f"{autogroup}: could not set the batch worker's autogroup nice value to {nice}: "
+                           f"{err}") from err
+    return True
+
+
 def run_batch(studies, profile: str, seeds=SEEDS, workers: int = 2, out=STUDIES_DIR, data_dir="results/data",
               runs_root="results/runs", commit_to: str | Path | None = None, device: str | None = None,
               nice: int = 19, log_dir: str | Path | None = None, labels=None) -> int:
@@ -215,16 +245,30 @@ def run_batch(studies, profile: str, seeds=SEEDS, workers: int = 2, out=STUDIES_
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     spec = json.dumps({"items": [it.__dict__ for it in items], "profile": profile, "out": str(out),
                        "data_dir": str(data_dir), "runs_root": str(runs_root), "device": device,
-                       "commit_to": None if commit_to is None else str(commit_to)})
+                       "commit_to": None if commit_to is None else str(commit_to), "nice": int(nice)})
     spec_path = log_dir / "plan.json"
     spec_path.write_text(spec)
     procs = []
-    for k in range(int(workers)):
-        log = open(log_dir / f"worker-{k}.log", "a")
-        procs.append(subprocess.Popen(["nice", "-n", str(int(nice)), sys.executable, "-m", "versemi.batch",
-                                       str(spec_path)], env=env, stdout=log, stderr=subprocess.STDOUT))
-        time.sleep(2.0)   # the first worker generates a seed's phantoms under their lock before the second asks
-    return sum(p.wait() != 0 for p in procs)
+    try:
+        for k in range(int(workers)):
+            log = open(log_dir / f"worker-{k}.log", "a")
+            # a session of its own, so that lower_priority changes the worker's scheduler group only
+            procs.append(subprocess.Popen(["nice", "-n", str(int(nice)), sys.executable, "-m", "versemi.batch",
+                                           str(spec_path)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+            time.sleep(2.0)   # the first worker generates a seed's phantoms under their lock before the second asks
+        return sum(p.wait() != 0 for p in procs)
+    finally:
+        # in their own sessions the workers miss the terminal's Ctrl-C: stop them with the batch (each resumes
+        # from its run's last checkpoint on the next call)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def _main(spec_path: str) -> int:
@@ -232,6 +276,7 @@ def _main(spec_path: str) -> int:
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_path).read_text())
+    lower_priority(spec.get("nice", 19))
     items = [Item(**d) for d in spec.pop("items")]
     work(items, spec["profile"], spec["out"], spec["data_dir"], spec["runs_root"], commit_to=spec["commit_to"],
          device=spec["device"], log=lambda s: print(s, flush=True))
