@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from versemi.batch import AUTOGROUP_SWITCH, Item, claim, commit_export, lower_priority, plan, step_costs, work
+from versemi.batch import Item, autogroups_on, claim, commit_export, lower_priority, plan, step_costs, work
 from versemi.studies import export_dir, study_configs
 from versemi.utils import VersemiError
 
@@ -157,8 +157,7 @@ def _autogroup_nice(text: str) -> int:
     return int(text.split("nice")[1])
 
 
-@pytest.mark.skipif(not (AUTOGROUP_SWITCH.exists() and AUTOGROUP_SWITCH.read_text().strip() == "1"),
-                    reason="the kernel does not schedule by autogroup here")
+@pytest.mark.skipif(not autogroups_on(), reason="the kernel does not schedule by autogroup here")
 def test_a_worker_in_its_own_session_lowers_its_group_and_not_its_parents():
     before = _autogroup_nice(Path("/proc/self/autogroup").read_text())
     code = ("from versemi.batch import lower_priority; lower_priority(19); "

@@ -52,6 +52,7 @@ from versemi.studies import (
 from versemi.utils import VersemiError
 
 COSTS_CSV = Path(__file__).resolve().parent.parent / "results" / "bench" / "method_costs.csv"
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,12 @@ def work(items: list[Item], profile: str, out=STUDIES_DIR, data_dir="results/dat
     return exported
 
 
-AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
+def autogroups_on(switch: str | Path = AUTOGROUP_SWITCH) -> bool:
+    """Whether the kernel schedules by autogroup (``switch`` reads 1); False where it has no such switch."""
+    try:
+        return Path(switch).read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 def lower_priority(nice: int, autogroup: str | Path = "/proc/self/autogroup",
@@ -218,12 +224,8 @@ def lower_priority(nice: int, autogroup: str | Path = "/proc/self/autogroup",
     nice value is set by the ``nice`` command that starts it. True when the group's value was written; False
     where the kernel has no autogroups or has them switched off (nothing to do there). Raising a nice value
     needs no privilege; an error names the file."""
-    autogroup, switch = Path(autogroup), Path(switch)
-    try:
-        enabled = switch.read_text().strip() == "1"
-    except OSError:
-        return False
-    if not enabled or not autogroup.exists():
+    autogroup = Path(autogroup)
+    if not autogroups_on(switch) or not autogroup.exists():
         return False
     try:
         autogroup.write_text(f"{int(nice)}\n")
@@ -276,7 +278,7 @@ def _main(spec_path: str) -> int:
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_path).read_text())
-    lower_priority(spec.get("nice", 19))
+    lower_priority(spec.pop("nice"))
     items = [Item(**d) for d in spec.pop("items")]
     work(items, spec["profile"], spec["out"], spec["data_dir"], spec["runs_root"], commit_to=spec["commit_to"],
          device=spec["device"], log=lambda s: print(s, flush=True))
