@@ -6,12 +6,22 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from versemi.batch import Item, autogroups_on, claim, commit_export, lower_priority, plan, step_costs, work
+from versemi import batch
+from versemi.batch import (
+    Item,
+    autogroup_nice,
+    autogroups_on,
+    claim,
+    commit_export,
+    lower_priority,
+    plan,
+    step_costs,
+    work,
+)
 from versemi.studies import export_dir, study_configs
 from versemi.utils import VersemiError
 
@@ -137,7 +147,7 @@ def test_only_keeps_the_named_runs_and_an_unknown_label_is_an_error(smoke_root, 
     assert "1 runs" in capsys.readouterr().out
 
 
-def test_lower_priority_writes_the_groups_nice_value_only_where_autogroups_are_on(tmp_path):
+def test_lower_priority_writes_the_groups_nice_value_only_where_autogroups_are_on(tmp_path, monkeypatch):
     group, switch = tmp_path / "autogroup", tmp_path / "switch"
     group.write_text("/autogroup-7 nice 0\n")
     switch.write_text("0\n")
@@ -147,22 +157,33 @@ def test_lower_priority_writes_the_groups_nice_value_only_where_autogroups_are_o
     switch.write_text("1\n")
     assert lower_priority(19, group, switch)
     assert group.read_text() == "19\n"
+    group.write_text("")                                            # a sandboxed /proc that reports nothing
+    assert not lower_priority(19, group, switch)
+    assert group.read_text() == ""
+    monkeypatch.setattr(batch, "autogroup_nice", lambda path: 0)    # a group that reports, but a write that fails
     bad = tmp_path / "a-folder"
     bad.mkdir()
     with pytest.raises(VersemiError, match="a-folder"):
         lower_priority(19, bad, switch)
 
 
-def _autogroup_nice(text: str) -> int:
-    return int(text.split("nice")[1])
+def test_autogroup_nice_reads_the_groups_value_or_says_it_cannot(tmp_path):
+    group = tmp_path / "autogroup"
+    group.write_text("/autogroup-7 nice -3\n")
+    assert autogroup_nice(group) == -3
+    for text in ("", "/autogroup-7\n", "/autogroup-7 nice\n", "/autogroup-7 nice x\n"):
+        group.write_text(text)
+        assert autogroup_nice(group) is None, text
+    assert autogroup_nice(tmp_path / "missing") is None
 
 
-@pytest.mark.skipif(not autogroups_on(), reason="the kernel does not schedule by autogroup here")
+@pytest.mark.skipif(not autogroups_on() or autogroup_nice() is None,
+                    reason="the kernel does not schedule by autogroup here, or its /proc does not report the group")
 def test_a_worker_in_its_own_session_lowers_its_group_and_not_its_parents():
-    before = _autogroup_nice(Path("/proc/self/autogroup").read_text())
-    code = ("from versemi.batch import lower_priority; lower_priority(19); "
-            "print(open('/proc/self/autogroup').read())")
+    before = autogroup_nice()
+    code = ("from versemi.batch import autogroup_nice, lower_priority; lower_priority(19); "
+            "print(autogroup_nice())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          start_new_session=True).stdout
-    assert _autogroup_nice(out) == 19
-    assert _autogroup_nice(Path("/proc/self/autogroup").read_text()) == before
+    assert int(out) == 19
+    assert autogroup_nice() == before

@@ -217,15 +217,32 @@ def autogroups_on(switch: str | Path = AUTOGROUP_SWITCH) -> bool:
         return False
 
 
+def autogroup_nice(autogroup: str | Path = "/proc/self/autogroup") -> int | None:
+    """The nice value of a scheduler autogroup as its ``/proc/<pid>/autogroup`` file reports it
+    (``/autogroup-7 nice 0``); None where the file is missing or does not say (a sandboxed ``/proc``, as in
+    some CI containers, has the file but reads it empty)."""
+    try:
+        fields = Path(autogroup).read_text().split()
+    except OSError:
+        return None
+    if "nice" not in fields[:-1]:
+        return None
+    try:
+        return int(fields[fields.index("nice") + 1])
+    except ValueError:
+        return None
+
+
 def lower_priority(nice: int, autogroup: str | Path = "/proc/self/autogroup",
                    switch: str | Path = AUTOGROUP_SWITCH) -> bool:
     """Give the calling process's scheduler autogroup (its session) the nice value ``nice`` (Linux
     ``/proc/<pid>/autogroup``, see ``sched(7)``), where the kernel schedules by autogroup; the process's own
     nice value is set by the ``nice`` command that starts it. True when the group's value was written; False
-    where the kernel has no autogroups or has them switched off (nothing to do there). Raising a nice value
-    needs no privilege; an error names the file."""
+    where the kernel has no autogroups or has them switched off, or its ``/proc`` does not report the group
+    (:func:`autogroup_nice` is None: nothing there to lower). Raising a nice value needs no privilege; an
+    error names the file."""
     autogroup = Path(autogroup)
-    if not autogroups_on(switch) or not autogroup.exists():
+    if not autogroups_on(switch) or autogroup_nice(autogroup) is None:
         return False
     try:
         autogroup.write_text(f"{int(nice)}\n")
