@@ -51,7 +51,7 @@ browser-deps:
 	  || echo "chromium not installed: browser tests will be skipped"; }
 
 test: $(STAMP) browser-deps
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 book: $(STAMP)
 	$(VENV)/bin/versemi book --profile $(PROFILE)

@@ -162,3 +162,55 @@ def test_a_killed_job_is_resubmitted_and_resumes_from_its_checkpoint(smoke_root,
                                    b["loss"].iloc[-50:].reset_index(drop=True), rtol=1e-5)
     test_a, test_b = (json.loads((d / "DONE.json").read_text())["test"] for d in (run_dir, ref))
     assert test_a["la"]["dice_mean"] == pytest.approx(test_b["la"]["dice_mean"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- the book's live runs
+def test_local_jobs_share_the_cores_out():
+    opts = C.ClusterOptions(executor="local", gpus_per_run=0)
+    assert C.local_threads(3, opts, cores=2) == 1          # three runs at once on two cores: one thread each
+    assert C.local_threads(2, opts, cores=16) == 8
+    assert C.local_threads(1, opts, cores=4) is None       # one job: OMP_NUM_THREADS or every core, as before
+    assert C.local_threads(2, C.ClusterOptions(executor="local", cpus_per_task=3), cores=16) == 3
+
+
+def test_live_runs_are_those_a_notebook_trains_in_every_build():
+    assert list(notebook_group_configs(["train"], "smoke", live_only=True)) == ["VerSemi 10%"]   # Uni-UA-MT: committed
+    assert list(notebook_group_configs(["failures"], "smoke", live_only=True)) == ["VerSemi (full)", "w/o L_aux"]
+    assert notebook_group_configs(["sota", "ablations", "claims", "conflict", "data"], "smoke", live_only=True) == {}
+    live = notebook_group_configs(["train", "tsne", "failures", "explorer"], "smoke", live_only=True)
+    assert len(live) == 3 and len({c.identity() for c in live.values()}) == 3   # VerSemi 10% == VerSemi (full)
+
+
+def test_the_book_trains_live_runs_only_where_side_by_side_helps(tmp_path):
+    assert book.start_live_runs(["06_failures"], "smoke", {"device": "cuda"}, tmp_path) is None
+    assert book.start_live_runs(["06_failures"], "la-real", {}, tmp_path) is None     # real data: the paper's memory
+    assert book.start_live_runs(["06_failures"], "smoke", {}, tmp_path, cores=1) is None
+    assert book.start_live_runs(["03_sota", "00_claims", "01_data"], "smoke", {}, tmp_path, cores=2) is None
+    assert not (tmp_path / "results").exists()              # nothing prepared, nothing submitted
+
+
+@pytest.mark.slow
+def test_the_book_trains_a_notebooks_runs_side_by_side_before_it(tmp_path):
+    said: list[str] = []
+    live = book.start_live_runs(["06_failures"], "smoke", {}, tmp_path, log=said.append, cores=2)
+    assert live is not None and len(live.jobs) == 2 and "training 2 runs side by side" in said[0]
+    prepared = tmp_path / "results" / "data" / "smoke" / "prepared"
+    cfgs = notebook_group_configs(["failures"], "smoke", live_only=True)
+    dirs = [run_dir_for(c, prepared, tmp_path / "results" / "runs") for c in cfgs.values()]
+    from versemi.locks import holder_of
+    both = False
+    deadline = time.time() + 300
+    while time.time() < deadline and not all(is_complete(d) for d in dirs):
+        holders = [holder_of(d) for d in dirs]
+        if all(holders) and holders[0]["pid"] != holders[1]["pid"]:
+            both = True                                     # two processes train the two runs at once
+        time.sleep(0.2)
+    live.wait_for("01_data")                                # a notebook that trains nothing waits for nothing
+    live.wait_for("06_failures")
+    assert all(is_complete(d) for d in dirs)
+    assert both, "the two runs were not trained at the same time"
+    reports = live.finish()
+    assert [r.state for r in reports] == ["done", "done"]
+    assert any("06_failures: waited" in line for line in said)
+    # everything is in the cache now: a second build trains nothing side by side
+    assert book.start_live_runs(["06_failures"], "smoke", {}, tmp_path, cores=2) is None

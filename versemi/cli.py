@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-build", action="store_true", help="execute the notebooks, do not build the book")
     p.add_argument("--timeout", type=float, default=None, help="seconds per notebook cell (default: none)")
     p.add_argument("--kernel", default="python3")
+    p.add_argument("--serial-runs", action="store_true",
+                   help="let each notebook train its runs in turn instead of training them side by side first "
+                        "(on a multi-core CPU with phantom data)")
     _add_no_wait(p)
     p.set_defaults(func=_cmd_book)
 

@@ -8,7 +8,8 @@ notebooks train (:func:`versemi.experiments.notebook_group_configs`) and the run
   once (``slurm_array_parallelism``); each job asks for the resources of :func:`slurm_parameters`;
 * ``local``: the same jobs as real subprocesses of this machine (submitit's ``LocalExecutor``, the code path
   SLURM uses); it has no queue, so the runs are dealt round-robin to ``--max-parallel`` jobs, each training
-  its runs one after the other.
+  its runs one after the other with its share of the cores (:func:`local_threads`). ``versemi book`` uses it
+  to train the runs its notebooks need side by side before they are executed (``versemi/companion/book.py``).
 
 Every job writes into the same run cache as ``versemi train`` (``versemi/runs.py``): a complete run is
 skipped, a run folder whose holder died is taken over and resumes from its last checkpoint. Submitting a
@@ -70,11 +71,17 @@ class TrainJob:
     finishes and evaluates it."""
 
     def __init__(self, configs: Sequence[dict], prepared: str, runs_root: str, device: str | None = None,
-                 distributed: bool = False):
+                 distributed: bool = False, threads: int | None = None):
         self.configs = [dict(c) for c in configs]
         self.prepared, self.runs_root, self.device, self.distributed = str(prepared), str(runs_root), device, distributed
+        self.threads = threads
 
     def __call__(self) -> list[str]:
+        if self.threads:   # several local jobs share the machine's cores (see submit_runs)
+            os.environ["OMP_NUM_THREADS"] = str(int(self.threads))
+            import torch
+
+            torch.set_num_threads(int(self.threads))
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)))))
         rank = 0
         if self.distributed:
@@ -102,7 +109,7 @@ class TrainJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(TrainJob(self.configs, self.prepared, self.runs_root, self.device,
-                                                           self.distributed))
+                                                           self.distributed, self.threads))
 
 
 # ---------------------------------------------------------------------------------------------- resources
@@ -215,11 +222,26 @@ def submit_runs(configs: dict[str, RunConfig], prepared, runs_root, options: Clu
                 jobs.append((g, executor.submit(TrainJob([todo[k].to_dict() for k in g], str(prepared),
                                                          str(runs_root), device, distributed))))
         return jobs
+    threads = local_threads(len(groups), options)
     for g, p in zip(groups, params):
         executor.update_parameters(**local_parameters(p))
         jobs.append((g, executor.submit(TrainJob([todo[k].to_dict() for k in g], str(prepared), str(runs_root),
-                                                 device, distributed))))
+                                                 device, distributed, threads))))
     return jobs
+
+
+def local_threads(n_jobs: int, options: ClusterOptions, cores: int | None = None) -> int | None:
+    """Torch threads per job on the local executor, which starts its ``n_jobs`` jobs at once on this
+    machine: ``options.cpus_per_task`` when set; None for a single job (it takes ``OMP_NUM_THREADS``, or
+    every core); else the cores shared out (at least 1), so that the jobs together do not ask for more
+    threads than there are cores (a multi-threaded process whose threads wait for a core stalls at every
+    parallel region)."""
+    if options.cpus_per_task:
+        return int(options.cpus_per_task)
+    if n_jobs <= 1:
+        return None
+    cores = cores or len(os.sched_getaffinity(0))
+    return max(1, int(cores) // max(1, int(n_jobs)))
 
 
 def wait_jobs(jobs) -> list[JobReport]:
@@ -250,4 +272,4 @@ def run_group_jobs(configs: dict[str, RunConfig], prepared, runs_root, options: 
 
 
 __all__ = ["EXECUTORS", "ClusterOptions", "TrainJob", "JobReport", "slurm_parameters", "local_parameters",
-           "missing_runs", "chunks", "make_executor", "submit_runs", "wait_jobs", "run_group_jobs"]
+           "missing_runs", "chunks", "local_threads", "make_executor", "submit_runs", "wait_jobs", "run_group_jobs"]

@@ -233,15 +233,29 @@ NOTEBOOK_RUNS = {
 }
 
 
+# The runs a notebook trains in *every* build, whatever results are committed: the notebooks that need a
+# trained network (its metrics log, checkpoint, features or predictions), not only a study's tables. The
+# book trains them first, side by side (``versemi/companion/book.py``); the others come from committed
+# studies, or are trained by their notebooks while a study is not committed.
+LIVE_RUNS = {
+    "train": lambda p, s, r: _pick(sota_configs(p, r, s), [f"VerSemi {r}%"]),
+    "tsne": NOTEBOOK_RUNS["tsne"],
+    "failures": NOTEBOOK_RUNS["failures"],
+    "explorer": NOTEBOOK_RUNS["explorer"],
+}
+
+
 def notebook_group_configs(groups: Sequence[str], profile: str, seed: int = 2333,
-                           ratio: int = 10) -> dict[str, RunConfig]:
+                           ratio: int = 10, live_only: bool = False) -> dict[str, RunConfig]:
     """label -> config of every run the notebooks of the notebook ``groups`` (``versemi/companion/notebooks.py``)
     train with their default parameters, one entry per distinct run (a run two groups share appears once,
-    under its first label). Groups that train nothing give nothing."""
+    under its first label). Groups that train nothing give nothing. ``live_only``: only the runs those
+    notebooks train in every build (:data:`LIVE_RUNS`)."""
+    table = LIVE_RUNS if live_only else NOTEBOOK_RUNS
     out: dict[str, RunConfig] = {}
     seen: set[str] = set()
     for g in groups:
-        for label, cfg in (NOTEBOOK_RUNS[g](profile, int(seed), int(ratio)) if g in NOTEBOOK_RUNS else {}).items():
+        for label, cfg in (table[g](profile, int(seed), int(ratio)) if g in table else {}).items():
             if cfg.identity() not in seen:
                 seen.add(cfg.identity())
                 out[label if label not in out else f"{g}: {label}"] = cfg

@@ -133,11 +133,16 @@ def build_book(
     nitpicky: bool = True,
     quiet: bool = False,
     wait: bool = True,
+    parallel_runs: bool = True,
 ) -> int:
     """Execute the notebooks (all registered ones that exist, or ``names``) into book/executed,
     then build the book with ``jupyter-book build <root> -W -n --keep-going --all`` unless
     ``build=False``. Prints a summary; returns 0 when every notebook and the build succeeded,
     else 1, after listing the failures.
+
+    ``parallel_runs``: first start the runs that the notebooks train in every build side by side
+    (:func:`start_live_runs`); each notebook waits for its own. False: each notebook trains its runs in
+    turn, multi-threaded.
 
     A full run (``names=None``) also removes executed notebooks whose name is no longer registered.
     ``path_output``: where ``_build/`` goes (default: the root).
@@ -156,8 +161,11 @@ def build_book(
             if stale.stem not in keep:
                 stale.unlink()
                 print(f"removed {stale.relative_to(root)} (no longer registered)", file=sys.stderr)
+    live = start_live_runs(names, profile, params, root, log=None if quiet else _say) if parallel_runs else None
     results = execute_notebooks(names, profile, params, out_dir, kernel, root=root, timeout=timeout, quiet=quiet,
-                                wait=wait)
+                                wait=wait, before=live.wait_for if live else None)
+    if live:
+        live.finish()
     build_res = None
     if build:
         if not quiet:
@@ -189,6 +197,111 @@ def build_book(
     return code
 
 
+# --------------------------------------------------------------------------- the live runs, side by side
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class LiveRuns:
+    """The runs of a book build trained as local jobs before the notebooks that need them are executed
+    (:func:`start_live_runs`). ``jobs``: run identity -> ``(label, submitit job)``; ``needs``: notebook name
+    -> the identities of the runs it trains."""
+
+    def __init__(self, jobs: dict, needs: dict[str, list[str]], log=None):
+        self.jobs, self.needs, self.log = jobs, needs, log
+        self.reports: dict[str, object] = {}
+
+    def wait_for(self, name: str) -> None:
+        """Wait for the jobs training the runs of notebook ``name`` (before it is executed, so that its page
+        shows no lock wait). A failed job is reported by :meth:`finish`; the notebook then trains the run."""
+        from versemi.cluster import wait_jobs
+
+        todo = [i for i in self.needs.get(name, []) if i in self.jobs and i not in self.reports]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        for ident, report in zip(todo, wait_jobs([([self.jobs[i][0]], self.jobs[i][1]) for i in todo])):
+            self.reports[ident] = report
+        if self.log:
+            self.log(f"{name}: waited {time.perf_counter() - t0:.0f} s for its runs "
+                     f"({', '.join(self.jobs[i][0] for i in todo)})")
+
+    def finish(self) -> list:
+        """Wait for every job (also those of notebooks not executed after all) and say how each ended."""
+        for name in list(self.needs):
+            self.wait_for(name)
+        for ident in self.jobs:
+            if ident not in self.reports:
+                from versemi.cluster import wait_jobs
+
+                self.reports[ident] = wait_jobs([([self.jobs[ident][0]], self.jobs[ident][1])])[0]
+        if self.log:
+            for r in self.reports.values():
+                self.log(r.line())
+        return list(self.reports.values())
+
+
+def start_live_runs(names, profile: str, params: dict | None, root: str | os.PathLike = ROOT, log=_say,
+                    cores: int | None = None) -> LiveRuns | None:
+    """Start the runs that the notebooks ``names`` train in every build (``LIVE_RUNS`` in
+    ``versemi/experiments.py``: the trained networks behind the training, t-SNE, failure and explorer
+    chapters) as local submitit jobs (``versemi/cluster.py``), one per missing run, all at once, the
+    machine's cores shared out between them, into the run cache the notebooks read (``<root>/results/runs``,
+    on the data of ``<root>/results/data``, prepared here first). On this 2-core CPU two single-thread runs
+    side by side train 1.35x the steps per second of one two-thread run (``bench/``-style side-by-side
+    measurement in issue 15's notes).
+
+    None (the notebooks train in turn, as without it) where it would not help: on a GPU (``device`` auto
+    with CUDA present, or cuda), for a real-data profile (a run's memory is the paper's), on one core, or
+    with fewer than two runs to train."""
+    import torch
+
+    from versemi.cluster import ClusterOptions, missing_runs, submit_runs
+    from versemi.config import get_profile
+    from versemi.data.ensure import DEFAULT_SEED, ensure_data
+    from versemi.experiments import notebook_group_configs
+
+    root = Path(root)
+    params = dict(params or {})
+    device = str(params.get("device", "auto"))
+    cores = cores or len(os.sched_getaffinity(0))
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) \
+            or not get_profile(profile).is_phantom or cores < 2:
+        return None
+    seed, ratio = int(params.get("seed", DEFAULT_SEED)), int(params.get("ratio", 10))
+    nbs = _notebooks(names, root)
+    needs = {nb.name: notebook_group_configs(nb.groups, profile, seed, ratio, live_only=True) for nb in nbs}
+    configs = {c.identity(): (label, c) for cfgs in needs.values() for label, c in cfgs.items()}
+    if not configs:
+        return None
+    prepared = ensure_data(root / "results" / "data", profile, seed)
+    runs_root = root / "results" / "runs"
+    todo = missing_runs({i: c for i, (_, c) in configs.items()}, prepared, runs_root)
+    if len(todo) < 2:
+        return None
+    options = ClusterOptions(executor="local", gpus_per_run=0, max_parallel=len(todo))
+    folder = root / options.folder / f"book-{params_hash(profile, params)}"
+    jobs = {g[0]: (configs[g[0]][0], job)
+            for g, job in submit_runs(todo, prepared, runs_root, options, device="cpu", folder=folder)}
+    if log:
+        log(f"training {len(jobs)} runs side by side for the notebooks ({', '.join(label for label, _ in jobs.values())}; "
+            f"logs under {folder.relative_to(root) if folder.is_relative_to(root) else folder})")
+    return LiveRuns(jobs, {n: [c.identity() for c in cfgs.values()] for n, cfgs in needs.items()}, log)
+
+
+def _notebooks(names, root: Path) -> list[Notebook]:
+    """The registered notebooks among ``names`` (registry names, entries or paths; others train nothing
+    the book knows of)."""
+    by_name = {nb.name: nb for nb in NOTEBOOKS}
+    out = []
+    for n in names:
+        key = n.name if isinstance(n, Notebook) else Path(str(n)).stem
+        if key in by_name:
+            out.append(by_name[key])
+    return out
+
+
 # --------------------------------------------------------------------------- CLI glue
 
 
@@ -202,6 +315,7 @@ def cli_book(args) -> int:
         kernel=getattr(args, "kernel", "python3"),
         timeout=getattr(args, "timeout", None),
         wait=not getattr(args, "no_wait", False),
+        parallel_runs=not getattr(args, "serial_runs", False),
     )
 
 

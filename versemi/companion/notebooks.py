@@ -364,6 +364,7 @@ def execute_notebooks(
     timeout: float | None = None,
     quiet: bool = False,
     wait: bool = True,
+    before=None,
 ) -> list[Result]:
     """Execute notebooks with papermill into ``out_dir`` (relative paths are relative to ``root``).
 
@@ -379,6 +380,8 @@ def execute_notebooks(
     execution (papermill's error cell marks the failing cell) and gets a "FAILED" record box.
     ``run_summary.json`` and ``provenance.json`` in ``out_dir`` are updated atomically.
     timeout: seconds per cell (None: no limit).
+    before: called with each notebook's name just before it is executed (the book waits there for the
+    runs it trains side by side, ``versemi/companion/book.py``).
     One process at a time writes ``out_dir`` (``versemi/locks.py``): a second one waits for it
     (``wait=False``: a ``LockBusy`` naming the holder).
     """
@@ -410,11 +413,12 @@ def execute_notebooks(
             f"declared: {', '.join(known) or 'none'}"
         )
     with folder_lock(out_dir, "executed notebooks", wait=wait):
-        return _execute_all(todo, declared, standard, params, profile, out_dir, kernel, root, timeout, quiet)
+        return _execute_all(todo, declared, standard, params, profile, out_dir, kernel, root, timeout, quiet,
+                            before)
 
 
 def _execute_all(todo, declared, standard, params, profile, out_dir: Path, kernel, root: Path, timeout,
-                 quiet) -> list[Result]:
+                 quiet, before=None) -> list[Result]:
     """The execution loop of :func:`execute_notebooks` (under the folder lock) and its records."""
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = record(root=root)
@@ -426,6 +430,8 @@ def _execute_all(todo, declared, standard, params, profile, out_dir: Path, kerne
         merged = {**standard, **params}
         nb_params = {k: v for k, v in merged.items() if k in declared[name]}
         label = os.path.relpath(src, root) if src.is_relative_to(root) else str(src)
+        if before is not None:
+            before(name)
         if not quiet:
             print(f"[{i}/{len(todo)}] {name}: executing ({profile}) ...", file=sys.stderr, flush=True)
         res = _execute_one(name, src, out_dir / f"{name}.ipynb", nb_params, profile, kernel, root,
