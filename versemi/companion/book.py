@@ -228,14 +228,10 @@ class LiveRuns:
                      f"({', '.join(self.jobs[i][0] for i in todo)})")
 
     def finish(self) -> list:
-        """Wait for every job (also those of notebooks not executed after all) and say how each ended."""
-        for name in list(self.needs):
+        """Wait for every job (also those of notebooks not executed after all: every job trains a run of some
+        notebook in ``needs``) and say how each ended."""
+        for name in self.needs:
             self.wait_for(name)
-        for ident in self.jobs:
-            if ident not in self.reports:
-                from versemi.cluster import wait_jobs
-
-                self.reports[ident] = wait_jobs([([self.jobs[ident][0]], self.jobs[ident][1])])[0]
         if self.log:
             for r in self.reports.values():
                 self.log(r.line())
