@@ -22,6 +22,7 @@ computing something else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import subprocess
 import sys
@@ -163,10 +164,36 @@ def time_it(fn, reps: int) -> float:
     return float(np.median(ts))
 
 
+@contextlib.contextmanager
+def cpu_bf16_reference_kernels(device, amp: bool):
+    """Inside: oneDNN switched off where bf16 autocast runs on a CPU, so that convolutions take PyTorch's
+    reference kernels; elsewhere (fp32, CUDA) nothing changes. The trainer never autocasts on a CPU
+    (``StepContext.amp`` is CUDA only): on a CPU the bf16 rows exist for ``bench/gpu.py --dry-run``, which
+    checks this benchmark's code, not the CPU's bf16 kernels. Those are not dependable: on CPUs with
+    AVX512-BF16/AMX, oneDNN's bf16 conv3d primitives have given wrong results (pytorch/pytorch#169688), and
+    the dry run's bf16 stage 2 diverged at its first step on some CI machines (non-finite ``sup``) while it
+    is finite on CPUs without those instructions."""
+    if not (amp and torch.device(device).type == "cpu"):
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
 def bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, device,
           amp: bool = False) -> list[dict]:
     """Both sides' median seconds per step for one configuration; ``amp``: bf16 autocast around both sides'
-    forward passes and losses (as ``RunConfig.amp`` on CUDA)."""
+    forward passes and losses (as ``RunConfig.amp`` on CUDA; on a CPU with the reference kernels of
+    :func:`cpu_bf16_reference_kernels`)."""
+    with cpu_bf16_reference_kernels(device, amp):
+        return _bench(f, patch, batch, reps, authors_repo, device, amp)
+
+
+def _bench(f: int, patch: int, batch: int, reps: int, authors_repo: str | None, device, amp: bool) -> list[dict]:
     torch.manual_seed(0)
     ours = VerSemiNet(n_filters=f).to(device).train()
     if authors_repo and f == 16:

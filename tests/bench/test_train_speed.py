@@ -35,3 +35,19 @@ def test_allocator_bench_compares_both_modes_in_their_own_processes(tmp_path):
     # keeping the memory means fewer pages faulted in by the child (each child imports torch the same way)
     faults = df.groupby("allocator")["child_minor_faults"].first()
     assert faults["keep"] < faults["system"]
+
+
+def test_bf16_rows_on_a_cpu_take_the_reference_kernels_and_fp32_rows_keep_onednn(monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(train_speed, "_bench", lambda *a: seen.append(torch.backends.mkldnn.enabled) or [])
+    before = torch.backends.mkldnn.enabled
+    train_speed.bench(4, 32, 2, 1, None, torch.device("cpu"), amp=True)
+    train_speed.bench(4, 32, 2, 1, None, torch.device("cpu"), amp=False)
+    assert seen == [False, before] and torch.backends.mkldnn.enabled == before
+    # restored after a failing step too
+    monkeypatch.setattr(train_speed, "_bench", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        train_speed.bench(4, 32, 2, 1, None, torch.device("cpu"), amp=True)
+    assert torch.backends.mkldnn.enabled == before
