@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true",
                    help="score-released: train a committed run again (seeded, same config) when its run folder "
                         "is not in --runs, and record how far its x0.5 scores are from the committed ones")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="score-released: leave a committed run whose folder is not in --runs unscored (its page "
+                        "stays on the x0.5 grid) instead of stopping; --retrain wins")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("book", help="execute every notebook with papermill, then build the Jupyter Book")
@@ -255,7 +258,8 @@ def _cmd_study(args) -> int:
         get_device(args.device)
         prepared = ensure_la_real(args.data_dir, args.la_data, profile=args.profile)
         for path in score_released(args.la_data, prepared, args.runs, args.out, args.profile, retrain=args.retrain,
-                                   device=args.device, labels=args.only):
+                                   device=args.device, labels=args.only,
+                                   skip_missing=args.skip_missing):
             print(path, flush=True)
         return 0
     for study in args.study:

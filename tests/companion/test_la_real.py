@@ -227,6 +227,10 @@ def test_a_committed_run_without_its_folder_is_named_or_trained_again(la_runs, s
     with pytest.raises(VersemiError, match="--retrain"):
         la_study.score_released(raw, prepared, tmp_path / "elsewhere", out, "smoke", progress=False)
     assert not list(out.rglob(la_study.RELEASED_FILE))
+    # skip_missing (--skip-missing): scores what the run cache holds, here nothing, and stops at nothing
+    assert la_study.score_released(raw, prepared, tmp_path / "elsewhere", out, "smoke", skip_missing=True,
+                                   progress=False) == []
+    assert not list(out.rglob(la_study.RELEASED_FILE))
     (written,) = la_study.score_released(raw, prepared, tmp_path / "elsewhere", out, "smoke", retrain=True,
                                          progress=False)
     assert (tmp_path / "elsewhere" / runs["Sup-only 10%"].name / "DONE.json").is_file()
