@@ -20,6 +20,7 @@ from bench import (
     method_costs,
     method_resources,
     protocols,
+    run_speed,
     train_speed,
 )
 from versemi.allocator import configure as configure_allocator
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
     extra = ["--quick"] if args.quick else []
     rc = train_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else []))
+    # whole demo runs of this checkout against the commit before the speed work (~40 min on one core)
+    rc |= run_speed.main(["--out", args.out, *extra]) or 0
     rc |= eval_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else [])
                           + (["--la-dir", args.la_dir] if args.la_dir else [])) or 0

@@ -2,7 +2,7 @@
 
 Everything here reads committed files and never times anything: the benchmark CSVs that ``make bench``
 writes into ``results/bench/`` (``bench/train_speed.py``, ``bench/eval_speed.py``, ``bench/allocator.py``, ``bench/protocols.py``,
-``bench/memory.py``)
+``bench/memory.py``, ``bench/run_speed.py``)
 and the learning-curve study (``versemi study run curves``, :mod:`versemi.studies`). Each table keeps the
 machine columns of its CSV, so a page always says where a number was measured.
 """
@@ -18,12 +18,12 @@ from versemi.utils import VersemiError
 
 MACHINE = ("platform", "torch", "cpus", "cuda")
 BENCH_FILES = {"train": "train_speed.csv", "eval": "eval_speed.csv", "allocator": "allocator.csv",
-               "protocols": "protocols.csv", "memory": "memory.csv"}
+               "protocols": "protocols.csv", "memory": "memory.csv", "run": "run_speed.csv"}
 DICE_TOLERANCE = 0.5   # points: issue 12's bound on the mean Dice difference of a fast protocol
 
 
 def read_bench(bench_dir, name: str) -> pd.DataFrame | None:
-    """The committed benchmark CSV ``name`` (train | eval | allocator | protocols | memory) of ``bench_dir``;
+    """The committed benchmark CSV ``name`` (train | eval | allocator | protocols | memory | run) of ``bench_dir``;
     None when absent."""
     try:
         path = Path(bench_dir) / BENCH_FILES[name]
@@ -57,6 +57,26 @@ def allocator_table(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["allocator", "what", "config", "reference_s", "ours_s", "speedup", "ours_gain_vs_system",
             "reference_gain_vs_system", "child_sys_s", "child_minor_faults", "child_peak_rss_gb"]
     return df[[c for c in cols if c in df]].copy()
+
+
+def run_speed_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run of ``bench/run_speed.py`` (a whole ``versemi train``: training and test evaluation): the median
+    wall seconds over the repeats of the earlier commit (*before*) and of this checkout (*after*), the ratio
+    before / after (> 1: faster now), the repeats ``n`` of the side with fewer, each side's spread (max - min,
+    seconds), each side's median mean test Dice over the run's datasets (%), and the two commits."""
+    g = df.groupby(["run", "side"], sort=False)
+    wall = g["wall_s"].median().unstack("side")
+    spread = (g["wall_s"].max() - g["wall_s"].min()).unstack("side")
+    dice_cols = [c for c in df if c.startswith("dice_")]
+    dice = (df.assign(dice=df[dice_cols].mean(axis=1) * 100).groupby(["run", "side"], sort=False)["dice"]
+            .median().unstack("side"))
+    commits = df.groupby("side")["commit"].first()
+    out = pd.DataFrame({"before s": wall["before"], "after s": wall["after"],
+                        "ratio": wall["before"] / wall["after"], "n": g.size().unstack("side").min(axis=1),
+                        "before spread s": spread["before"], "after spread s": spread["after"],
+                        "before Dice %": dice["before"], "after Dice %": dice["after"]})
+    out["before commit"], out["after commit"] = commits.get("before"), commits.get("after")
+    return out.reset_index()
 
 
 def eval_speed_table(df: pd.DataFrame) -> pd.DataFrame:
