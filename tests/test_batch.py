@@ -112,6 +112,32 @@ def test_a_worker_trains_exports_commits_and_skips_what_is_done(smoke_root, tmp_
     assert LA_UB not in [it.label for it in left]
 
 
+def test_a_la_real_worker_scores_each_export_on_the_released_grid_and_commits_it(smoke_root, tmp_path):
+    """With the LA folder (--la-data) a worker scores its la-real export on the released grid while the run
+    folder exists and commits the scores; a bad LA folder is logged and leaves the export committed."""
+    from versemi.companion.la_study import RELEASED_FILE, RELEASED_RECORD, STUDY
+
+    repo = _repo(tmp_path)
+    raw_la = smoke_root / "data" / "smoke" / "raw" / "LA"
+    item = Item(STUDY, 2333, "Sup-only 10%", "sup_only", 6, 1.0)
+    said = []
+    kw = dict(profile="smoke", data_dir=smoke_root / "data", runs_root=smoke_root / "runs",
+              claims=tmp_path / "claims", commit_to=repo, log=said.append)
+    (dest,) = work([item], out=repo / "first", **kw, la_data=tmp_path / "no-LA-here")
+    assert not (dest / RELEASED_FILE).exists() and any("score-released" in s for s in said)
+    assert "cases.csv" in _git(repo, "log", "-1", "--name-only")
+    said.clear()
+    (dest,) = work([item], out=repo / "second", **kw, la_data=raw_la)
+    names = _git(repo, "log", "-1", "--name-only")
+    assert f"second/smoke/{STUDY}" in names and RELEASED_FILE in names and RELEASED_RECORD in names, names
+    assert "cases.csv" in _git(repo, "log", "-2", "--name-only")   # the export's own commit, before
+    assert json.loads((dest / RELEASED_RECORD).read_text())["retrained"] is None   # scored from its own folder
+    assert any("released grid" in s for s in said)
+    # scored once: nothing left to score for that label
+    assert batch.score_released_export("Sup-only 10%", raw_la, "smoke", repo / "second", smoke_root / "data",
+                                       smoke_root / "runs") == []
+
+
 def test_the_command_line_prints_the_plan_with_its_cost(smoke_root, tmp_path, capsys):
     from versemi.cli import main
 

@@ -182,12 +182,35 @@ def commit_export(repo: str | Path, path: str | Path, message: str, tries: int =
     raise VersemiError(f"{repo}: the git index stayed locked; {rel} is exported but not committed")
 
 
+def score_released_export(label: str, la_data, profile: str, out=STUDIES_DIR, data_dir="results/data",
+                          runs_root="results/runs", log=print) -> list[Path]:
+    """Score the committed ``la-real`` runs of ``label`` whose folders the run cache holds and that have no
+    released-grid scores yet (:func:`versemi.companion.la_study.score_released` with ``skip_missing``: the
+    run just exported, while its folder exists) against the released volumes of ``la_data``; the folders
+    written. A failure is logged, not raised: the export stands, and ``versemi study score-released`` scores
+    it later."""
+    from versemi.companion.la_study import score_released
+    from versemi.data.ensure import prepared_dir
+
+    try:
+        files = score_released(la_data, prepared_dir(data_dir, profile), runs_root, out, profile, labels=[label],
+                               skip_missing=True, progress=False)
+    except (VersemiError, OSError) as err:
+        log(f"released-grid scoring of {label} failed: {err}; `versemi study score-released` can score it later")
+        return []
+    return sorted({Path(f).parent for f in files})
+
+
 def work(items: list[Item], profile: str, out=STUDIES_DIR, data_dir="results/data", runs_root="results/runs",
          claims: str | Path | None = None, commit_to: str | Path | None = None, device: str | None = None,
-         log=print) -> list[Path]:
+         log=print, la_data: str | Path | None = None) -> list[Path]:
     """One worker: claim, train and export the items in order (skipping those another live worker holds
-    or that are exported meanwhile); each export is committed into ``commit_to`` when given."""
+    or that are exported meanwhile); each export is committed into ``commit_to`` when given. ``la_data``
+    (the Left Atrium folder): an item of the ``la-real`` study is also scored on the released grid right
+    after its export (:func:`score_released_export`), and the scores are committed the same way."""
     claims = Path(claims) if claims is not None else Path(runs_root) / ".batch-claims"
+    if la_data is not None:
+        from versemi.companion.la_study import STUDY as LA_STUDY
     exported = []
     for it in items:
         if not claim(claims, it):
@@ -204,6 +227,12 @@ def work(items: list[Item], profile: str, out=STUDIES_DIR, data_dir="results/dat
                     commit_export(commit_to, p, f"Committed study results: {profile} {it.study}, {it.label}, "
                                                 f"seed {it.seed}")
             exported += paths
+            if la_data is not None and any(study == LA_STUDY for study, _ in it.exports):
+                for folder in score_released_export(it.label, la_data, profile, out, data_dir, runs_root, log):
+                    log(f"scored on the released grid: {folder}")
+                    if commit_to is not None:
+                        commit_export(commit_to, folder, f"{profile} {LA_STUDY} {it.label}, seed(s) of "
+                                                         f"{folder.name}: scored on the released grid")
         finally:
             (claims / it.claim_name).unlink(missing_ok=True)
     return exported
@@ -254,17 +283,18 @@ def lower_priority(nice: int, autogroup: str | Path = "/proc/self/autogroup",
 
 def run_batch(studies, profile: str, seeds=SEEDS, workers: int = 2, out=STUDIES_DIR, data_dir="results/data",
               runs_root="results/runs", commit_to: str | Path | None = None, device: str | None = None,
-              nice: int = 19, log_dir: str | Path | None = None, labels=None) -> int:
+              nice: int = 19, log_dir: str | Path | None = None, labels=None, la_data: str | Path | None = None) -> int:
     """Start ``workers`` worker processes (one torch thread each, ``nice``) on the plan of ``studies`` x
     ``seeds`` (only the runs ``labels`` names, when given) and wait for them; each writes its log to ``<log_dir>/worker-<k>.log`` (default: the run
-    cache). Returns the number of workers that failed."""
+    cache); ``la_data``: see :func:`work`. Returns the number of workers that failed."""
     items = plan(studies, profile, seeds, out, data_dir, labels=labels)
     log_dir = Path(log_dir) if log_dir is not None else Path(runs_root) / ".batch-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     spec = json.dumps({"items": [it.__dict__ for it in items], "profile": profile, "out": str(out),
                        "data_dir": str(data_dir), "runs_root": str(runs_root), "device": device,
-                       "commit_to": None if commit_to is None else str(commit_to), "nice": int(nice)})
+                       "commit_to": None if commit_to is None else str(commit_to), "nice": int(nice),
+                       "la_data": None if la_data is None else str(la_data)})
     spec_path = log_dir / "plan.json"
     spec_path.write_text(spec)
     procs = []
@@ -298,7 +328,7 @@ def _main(spec_path: str) -> int:
     lower_priority(spec.pop("nice"))
     items = [Item(**d) for d in spec.pop("items")]
     work(items, spec["profile"], spec["out"], spec["data_dir"], spec["runs_root"], commit_to=spec["commit_to"],
-         device=spec["device"], log=lambda s: print(s, flush=True))
+         device=spec["device"], log=lambda s: print(s, flush=True), la_data=spec.get("la_data"))
     return 0
 
 

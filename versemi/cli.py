@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch: git checkout to commit each export into (the --out folder must be inside it)")
     p.add_argument("--dry-run", action="store_true", help="batch: print the plan and its estimated cost only")
     p.add_argument("--la-data", default=None, metavar="DIR",
-                   help="score-released: the Left Atrium folder (UA-MT layout) with the released volumes")
+                   help="score-released: the Left Atrium folder (UA-MT layout) with the released volumes; batch "
+                        "(la-real): score each run on the released grid right after its export")
     p.add_argument("--retrain", action="store_true",
                    help="score-released: train a committed run again (seeded, same config) when its run folder "
                         "is not in --runs, and record how far its x0.5 scores are from the committed ones")
@@ -247,7 +248,8 @@ def _cmd_study(args) -> int:
                   f"(estimated from results/bench/method_costs.csv)")
             return 0
         return 1 if run_batch(args.study, args.profile, args.seeds, args.workers, args.out, args.data_dir, args.runs,
-                              commit_to=args.commit_to, device=args.device, labels=args.only) else 0
+                              commit_to=args.commit_to, device=args.device, labels=args.only,
+                              la_data=args.la_data) else 0
     if args.action == "score-released":
         from versemi.companion.la_study import STUDY, score_released
         from versemi.hybrid import ensure_la_real
