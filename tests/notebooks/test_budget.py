@@ -22,6 +22,10 @@ def test_budget_chapter_without_a_curve_study_says_how_to_make_one(tmp_path):
     speed = pd.read_csv(tmp_path / "res" / "smoke" / "09_budget" / "tables" / "train_speed.csv")
     committed = pd.read_csv(REPO_ROOT / "results" / "bench" / "train_speed.csv")
     assert speed["ratio"].tolist() == committed["speedup"].tolist()
+    # whole runs before / after (bench/run_speed.py's committed CSV): the table and the glued VerSemi ratio
+    runs = pd.read_csv(tmp_path / "res" / "smoke" / "09_budget" / "tables" / "run_speed.csv")
+    assert set(runs["run"]) == set(pd.read_csv(REPO_ROOT / "results" / "bench" / "run_speed.csv")["run"])
+    assert values["budget_run_speedup_versemi"].strip("'") != "not measured"
 
 
 def test_budget_chapter_draws_the_committed_learning_curves(smoke_root, tmp_path):
