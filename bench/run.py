@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     extra = ["--quick"] if args.quick else []
     rc = train_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else []))
-    # whole demo runs of this checkout against the commit before the speed work (~40 min on one core)
+    # whole demo runs of this checkout against the commit before the speed work (~70 min on one core:
+    # VerSemi and Sup-only, 3 repeats per side)
     rc |= run_speed.main(["--out", args.out, *extra]) or 0
     rc |= eval_speed.main(["--out", args.out, *extra]
                           + (["--authors-repo", args.authors_repo] if args.authors_repo else [])

@@ -91,7 +91,9 @@ def remove_worktree(where: Path) -> None:
 def time_run(tree: Path, method: str, datasets: str, profile: str, prepared: Path, runs: Path,
              threads: int, extra: dict) -> dict:
     """``versemi train`` of the code in ``tree`` in a child process: its wall and CPU seconds, peak RSS and the
-    run's DONE.json training seconds and mean test Dice per dataset."""
+    run's DONE.json training seconds and mean test Dice per dataset. The peak RSS is ``os.wait4``'s
+    ``ru_maxrss``, an upper bound: it includes the memory the child inherits from this process before ``exec``
+    (``bench/memory.py`` measures peaks exactly)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env.pop("VERSEMI_ALLOCATOR", None)   # each side's own default
     cmd = [sys.executable, "-m", "versemi.cli", "train", "--method", method, "--profile", profile,

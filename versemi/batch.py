@@ -231,8 +231,8 @@ def work(items: list[Item], profile: str, out=STUDIES_DIR, data_dir="results/dat
                 for folder in score_released_export(it.label, la_data, profile, out, data_dir, runs_root, log):
                     log(f"scored on the released grid: {folder}")
                     if commit_to is not None:
-                        commit_export(commit_to, folder, f"{profile} {LA_STUDY} {it.label}, seed(s) of "
-                                                         f"{folder.name}: scored on the released grid")
+                        commit_export(commit_to, folder, f"{profile} {LA_STUDY} {it.label}, {folder.name}: "
+                                                         "scored on the released grid")
         finally:
             (claims / it.claim_name).unlink(missing_ok=True)
     return exported
